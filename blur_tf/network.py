@@ -1,0 +1,322 @@
+"""BlurNetwork (pure: synapses in, synapses out) and BlurModel (a keras.Model that learns by BLUR).
+
+Synapses in the public API are a tuple with one `(forward, backward)` pair per layer pair, in the
+DESIGN layout: forward [P, n_l + 1, n_{l+1}, K] (last row = bias), backward [P, n_{l+1}, n_l, K].
+Inside, they are converted once to the rule's channel-major layout (see rule.py).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from blur_tf import rule as rule_lib
+from blur_tf.genome import Genome
+from blur_tf.layers import BlurDense, from_channel_major, init_layer_synapses, to_channel_major
+from blur_tf.rule import Rule
+
+
+def _check_layer_sizes(layer_sizes) -> tuple[int, ...]:
+    sizes = tuple(int(n) for n in layer_sizes)
+    if len(sizes) < 2 or any(n < 1 for n in sizes) or list(sizes) != list(layer_sizes):
+        raise ValueError(f"layer_sizes must be >= 2 positive ints (input … output), "
+                         f"got {list(layer_sizes)}")
+    return sizes
+
+
+def check_batch(layer_sizes: Sequence[int], x, y=None) -> None:
+    """ValueError naming the problem for a malformed batch: x [(P,) B, n_0], labels [(P,) B].
+
+    Shapes are always checked; values (finite inputs, labels in range) when they are concrete.
+    """
+    x_shape, n_in, n_out = tuple(x.shape), layer_sizes[0], layer_sizes[-1]
+    if len(x_shape) not in (2, 3) or x_shape[-1] != n_in:
+        raise ValueError(f"inputs must have shape [B, {n_in}] or [P, B, {n_in}] "
+                         f"(input width {n_in}), got {list(x_shape)}")
+    concrete = not isinstance(x, tf.Tensor) or hasattr(x, "numpy")
+    if concrete and not np.all(np.isfinite(np.asarray(x, np.float32))):
+        raise ValueError("inputs contain non-finite values (NaN or Inf)")
+    if y is None:
+        return
+    if tuple(y.shape) != x_shape[:-1]:
+        raise ValueError(f"labels must have shape {list(x_shape[:-1])} (class ids), "
+                         f"got {list(y.shape)}")
+    if not isinstance(y, tf.Tensor) or hasattr(y, "numpy"):
+        labels = np.asarray(y)
+        if labels.size and (not np.issubdtype(labels.dtype, np.integer) and
+                            np.any(labels != np.round(labels))):
+            raise ValueError("labels must be integer class ids")
+        if labels.size and (labels.min() < 0 or labels.max() >= n_out):
+            raise ValueError(f"labels out of range: got values in [{labels.min()}, "
+                             f"{labels.max()}], the network has {n_out} classes (0…{n_out - 1})")
+
+
+class BlurNetwork:
+    """A stack of BLUR layers as pure functions of (genome, synapses, data).
+
+    Args:
+      layer_sizes: neurons per layer, input first and output (number of classes) last.
+      rule: the static options; `Rule()` if omitted.
+    """
+
+    def __init__(self, layer_sizes: Sequence[int], rule: Rule | None = None):
+        self.layer_sizes = _check_layer_sizes(layer_sizes)
+        self.rule = rule or Rule()
+        self._compiled_step = tf.function(self._step_public, reduce_retracing=True)
+        self._compiled_predict = tf.function(self._predict_public, reduce_retracing=True)
+        self._compiled_unroll = tf.function(self._unroll_tensors, reduce_retracing=True)
+
+    @property
+    def num_layers(self) -> int:
+        """Number of synapse layers (layer pairs)."""
+        return len(self.layer_sizes) - 1
+
+    # ----------------------------------------------------------------------------- public API
+    def init_synapses(self, population: int = 1, seed: int = 0):
+        """Fresh synapses for `population` independent networks, deterministic in `seed`."""
+        return tuple(init_layer_synapses(n, m, self.rule, population, seed, layer_index=l)
+                     for l, (n, m) in enumerate(zip(self.layer_sizes[:-1], self.layer_sizes[1:])))
+
+    def step(self, genome: Genome, synapses, x, y):
+        """One inner step (DESIGN §1) on batch (x [(P,) B, n_0], y [(P,) B]) → new synapses."""
+        self._check(genome, synapses, x, y)
+        return self._compiled_step(genome, synapses, _as_float(x), _as_labels(y))
+
+    def predict(self, genome: Genome, synapses, x):
+        """Logits (state 0 of the output layer after a forward pass): [P, B, n_L]."""
+        self._check(genome, synapses, x)
+        return self._compiled_predict(genome, synapses, _as_float(x))
+
+    def unroll(self, genome: Genome, synapses, batches, length):
+        """`length` inner steps in a `tf.while_loop`; returns the final synapses.
+
+        batches: either a pair (xs [T, (P,) B, n_0], ys [T, (P,) B]) of which the first `length`
+        steps are used, or a callable `step_index -> (x, y)` evaluated inside the loop (e.g. a
+        task sampler). `length` may be a tensor: changing it does not retrace. Differentiable
+        with respect to the genome (wrap the call in a `tf.GradientTape`).
+        Called inside a `tf.function`, the loop is built inline.
+        """
+        self.rule.check_genome(genome)
+        length = tf.convert_to_tensor(length, tf.int32)
+        if callable(batches):
+            return self._unroll(genome, synapses, batches, length)
+        xs, ys = _as_float(batches[0]), _as_labels(batches[1])
+        if hasattr(length, "numpy"):
+            if int(length) > xs.shape[0]:
+                raise ValueError(f"unroll length {int(length)} exceeds the {xs.shape[0]} batches")
+            self._check(genome, synapses, xs[0], ys[0])
+        return self._compiled_unroll(genome, synapses, xs, ys, length)
+
+    # ----------------------------------------------------------------------------- internals
+    def step_channel_major(self, genome: Genome, forwards, backwards, x, y):
+        """One inner step in the rule layout; returns (forwards, backwards, logits [P, B, n_L]).
+
+        forwards: tuple of W [P, K, n+1, m]; backwards: tuple of V [P, K, m, n] (empty for
+        symmetric rules); x [P, B, n_0]; y [P, B].
+        """
+        rule = self.rule
+        states = [rule_lib.input_states(x, rule.num_states)]
+        for l, forward_synapses in enumerate(forwards):
+            states.append(rule_lib.forward(genome, rule, states[-1], forward_synapses,
+                                           is_output=l == self.num_layers - 1))
+        logits = states[-1][:, 0]
+        states[-1] = rule_lib.feedback(rule, states[-1], y)
+        feedback_synapses = forwards if rule.symmetric else backwards
+        for l in range(self.num_layers - 1, 0, -1):
+            states[l] = rule_lib.backward(genome, rule, states[l], states[l + 1],
+                                          feedback_synapses[l])
+        updated = [rule_lib.update_synapses(genome, rule, states[l], states[l + 1], forwards[l],
+                                            None if rule.symmetric else backwards[l])
+                   for l in range(self.num_layers)]
+        new_forwards = tuple(w for w, _ in updated)
+        new_backwards = () if rule.symmetric else tuple(v for _, v in updated)
+        return new_forwards, new_backwards, logits
+
+    def predict_channel_major(self, genome: Genome, forwards, x):
+        """Forward pass only, rule layout: logits [P, B, n_L]."""
+        states = rule_lib.input_states(x, self.rule.num_states)
+        for l, forward_synapses in enumerate(forwards):
+            states = rule_lib.forward(genome, self.rule, states, forward_synapses,
+                                      is_output=l == self.num_layers - 1)
+        return states[:, 0]
+
+    def to_channel_major(self, synapses):
+        pairs = [to_channel_major(w, v, self.rule) for w, v in synapses]
+        forwards = tuple(w for w, _ in pairs)
+        backwards = () if self.rule.symmetric else tuple(v for _, v in pairs)
+        return forwards, backwards
+
+    def from_channel_major(self, forwards, backwards):
+        backwards = backwards or (None,) * len(forwards)
+        return tuple(from_channel_major(w, v) for w, v in zip(forwards, backwards))
+
+    def _step_public(self, genome, synapses, x, y):
+        forwards, backwards = self.to_channel_major(synapses)
+        forwards, backwards, _ = self.step_channel_major(genome, forwards, backwards,
+                                                         _with_population(x), _with_population(y))
+        return self.from_channel_major(forwards, backwards)
+
+    def _predict_public(self, genome, synapses, x):
+        forwards, _ = self.to_channel_major(synapses)
+        return self.predict_channel_major(genome, forwards, _with_population(x))
+
+    def _unroll_tensors(self, genome, synapses, xs, ys, length):
+        return self._unroll(genome, synapses, lambda t: (xs[t], ys[t]), length)
+
+    def _unroll(self, genome, synapses, batch_fn: Callable, length):
+        forwards, backwards = self.to_channel_major(synapses)
+
+        def body(t, forwards, backwards):
+            x, y = batch_fn(t)
+            forwards, backwards, _ = self.step_channel_major(
+                genome, forwards, backwards, _with_population(x), _with_population(y))
+            return t + 1, forwards, backwards
+
+        _, forwards, backwards = tf.while_loop(lambda t, *_: t < length, body,
+                                               (tf.constant(0), forwards, backwards))
+        return self.from_channel_major(forwards, backwards)
+
+    def _check(self, genome, synapses, x, y=None):
+        self.rule.check_genome(genome)
+        if len(synapses) != self.num_layers:
+            raise ValueError(f"expected synapses for {self.num_layers} layer pairs, "
+                             f"got {len(synapses)}")
+        for l, (w, v) in enumerate(synapses):
+            n, m, k = self.layer_sizes[l], self.layer_sizes[l + 1], self.rule.num_states
+            if tuple(w.shape[1:]) != (n + 1, m, k) or tuple(v.shape[1:]) != (m, n, k):
+                raise ValueError(f"synapses of layer {l} have shapes {list(w.shape)}, "
+                                 f"{list(v.shape)}; expected [P, {n + 1}, {m}, {k}], "
+                                 f"[P, {m}, {n}, {k}]")
+        check_batch(self.layer_sizes, x, y)
+
+
+def _as_float(x):
+    return tf.convert_to_tensor(x, tf.float32)
+
+
+def _as_labels(y):
+    return tf.cast(tf.convert_to_tensor(y), tf.int32)
+
+
+def _with_population(t):
+    """Adds a population axis of 1 to an unbatched-population tensor (x [B, n] or y [B])."""
+    rank_without_population = 1 if t.dtype.is_integer else 2
+    return t[None] if t.shape.rank == rank_without_population else t
+
+
+@keras.saving.register_keras_serializable(package="blur_tf")
+class BlurModel(keras.Model):
+    """A keras.Model of BlurDense layers that learns by BLUR inner steps.
+
+    `fit(x, y, batch_size=…)` performs one inner step per batch (forward, feedback, backward,
+    Hebbian update) on the layers' synapse variables: no loss, no gradient, no optimizer.
+    `model(x)` and `predict(x)` return logits (state 0 of the output layer); `evaluate(x, y)`
+    reports accuracy. The training metric `accuracy` is measured on each batch's forward pass
+    before its update. With normalization on, predictions use statistics of the batch they are
+    computed on (like batch normalization in training mode), so predict with batches of ≳ 32.
+
+    Args:
+      layer_sizes: input size, hidden sizes…, number of classes.
+      genome: a `Genome` (population 1) or its dict.
+      rule: the static options; `Rule(num_states=genome.num_states)` if omitted.
+      seed: initial synapses equal `BlurNetwork(layer_sizes, rule).init_synapses(1, seed)`.
+    """
+
+    def __init__(self, layer_sizes: Sequence[int], genome: Genome | dict,
+                 rule: Rule | dict | None = None, seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        genome = Genome.from_dict(genome) if isinstance(genome, dict) else genome
+        rule = Rule.from_dict(rule) if isinstance(rule, dict) else rule
+        rule = rule or Rule(num_states=genome.num_states)
+        rule.check_genome(genome)
+        if genome.population != 1:
+            raise ValueError(f"BlurModel needs a genome with population 1, got "
+                             f"{genome.population}; select one with genome.take([i])")
+        self.network = BlurNetwork(layer_sizes, rule)
+        self.seed = int(seed)
+        self._genome_dict = genome.to_dict()
+        self.genome = genome.as_tensors()
+        sizes = self.network.layer_sizes
+        self.blur_layers = [
+            BlurDense(m, rule.num_states, rule=rule, is_output=l == len(sizes) - 2, seed=seed,
+                      layer_index=l, name=f"blur_dense_{l}")
+            for l, m in enumerate(sizes[1:])]
+        self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        self.compile(optimizer=None)
+        self.build()
+
+    @property
+    def rule(self) -> Rule:
+        return self.network.rule
+
+    @property
+    def layer_sizes(self) -> tuple[int, ...]:
+        return self.network.layer_sizes
+
+    @property
+    def metrics(self):
+        return [self.accuracy_tracker]
+
+    def build(self, input_shape=None):
+        states = keras.KerasTensor((None, self.layer_sizes[0], self.rule.num_states))
+        for layer in self.blur_layers:
+            layer.build(states.shape)
+            states = keras.KerasTensor(layer.compute_output_shape(states.shape))
+        self.built = True
+
+    def call(self, x):
+        states = tf.convert_to_tensor(x, tf.float32)
+        for layer in self.blur_layers:
+            states = layer(states, genome=self.genome)
+        return states[..., 0]
+
+    def train_step(self, data):
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        x, y = _as_float(x), _as_labels(y)
+        synapses = [layer.channel_major_synapses() for layer in self.blur_layers]
+        forwards = tuple(w for w, _ in synapses)
+        backwards = () if self.rule.symmetric else tuple(v for _, v in synapses)
+        forwards, backwards, logits = self.network.step_channel_major(
+            self.genome, forwards, backwards, x[None], y[None])
+        backwards = backwards or (None,) * len(forwards)
+        for layer, w, v in zip(self.blur_layers, forwards, backwards):
+            layer.assign_channel_major(w, v)
+        self.accuracy_tracker.update_state(y, logits[0])
+        return {"accuracy": self.accuracy_tracker.result()}
+
+    def test_step(self, data):
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        self.accuracy_tracker.update_state(_as_labels(y), self(x))
+        return {"accuracy": self.accuracy_tracker.result()}
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        """Keras `fit`; array inputs are validated first (ValueError, nothing changed)."""
+        self._validate(x, y)
+        return super().fit(x, y, *args, **kwargs)
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        self._validate(x, y)
+        return super().evaluate(x, y, *args, **kwargs)
+
+    def _validate(self, x, y):
+        if x is not None and y is not None and not isinstance(x, tf.data.Dataset):
+            x = np.asarray(x)
+            if x.dtype == np.float64:
+                x = x.astype(np.float32)
+            check_batch(self.layer_sizes, x, np.asarray(y))
+            if x.ndim != 2:
+                raise ValueError(f"BlurModel inputs must be [N, {self.layer_sizes[0]}], "
+                                 f"got {list(x.shape)}")
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(layer_sizes=list(self.layer_sizes), genome=self._genome_dict,
+                      rule=self.rule.to_dict(), seed=self.seed)
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
