@@ -320,3 +320,6 @@ class BlurModel(keras.Model):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+    def compile_from_config(self, config):
+        """Nothing to restore: a BlurModel compiles itself (no loss, no optimizer)."""
