@@ -60,14 +60,17 @@ class BlurNetwork:
     Args:
       layer_sizes: neurons per layer, input first and output (number of classes) last.
       rule: the static options; `Rule()` if omitted.
+      jit_compile: compile `step`, `predict` and `unroll` with XLA.
     """
 
-    def __init__(self, layer_sizes: Sequence[int], rule: Rule | None = None):
+    def __init__(self, layer_sizes: Sequence[int], rule: Rule | None = None,
+                 jit_compile: bool = False):
         self.layer_sizes = _check_layer_sizes(layer_sizes)
         self.rule = rule or Rule()
-        self._compiled_step = tf.function(self._step_public, reduce_retracing=True)
-        self._compiled_predict = tf.function(self._predict_public, reduce_retracing=True)
-        self._compiled_unroll = tf.function(self._unroll_tensors, reduce_retracing=True)
+        compiled = lambda fn: tf.function(fn, reduce_retracing=True, jit_compile=jit_compile)
+        self._compiled_step = compiled(self._step_public)
+        self._compiled_predict = compiled(self._predict_public)
+        self._compiled_unroll = compiled(self._unroll_tensors)
 
     @property
     def num_layers(self) -> int:
