@@ -90,8 +90,8 @@ class Genome(NamedTuple):
                transform_std: float = 0.5, synapse_update: float = 0.05) -> "Genome":
         """A random genome, as the paper's meta-training starts from.
 
-        Transforms ν, μ, ν̃, μ̃ ~ N(0, transform_std²); gates f = 0, η = 1 (neurons start from their
-        input), f̃ = 1, η̃ = `synapse_update`; γ = 1, β = 0; ω = 0.01; α = 1. Deterministic in `seed`.
+        Transforms ν, μ, ν̃, μ̃ ~ N(0, transform_std²); gates f = η = 1 and f̃ = 1 (as the reference
+        code), η̃ = `synapse_update`; γ = 1, β = 0; ω = 0.01; α = 1. Deterministic in `seed`.
         """
         _check_num_states(num_states)
         if population < 1:
@@ -107,7 +107,7 @@ class Genome(NamedTuple):
 
         return cls.from_arrays(
             forward_transform=matrix(), backward_transform=matrix(),
-            neuron_keep=full(0.0), neuron_update=full(1.0),
+            neuron_keep=full(1.0), neuron_update=full(1.0),
             synapse_pre=matrix(), synapse_post=matrix(),
             synapse_keep=full(1.0), synapse_update=full(synapse_update),
             norm_gain=full(1.0, (k,)), norm_shift=full(0.0, (k,)),

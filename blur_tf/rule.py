@@ -5,13 +5,13 @@ genome (leading population axis P) and explicit tensors, and works in the **chan
 layout, which turns every contraction into a batched matmul (no multi-operand einsum, no
 transposes inside the step):
 
-| tensor                 | channel-major shape | DESIGN layout (public)  |
-|------------------------|---------------------|-------------------------|
-| neuron states a_l      | [P, K, B, n_l]      | [P, B, n_l, K]          |
-| forward synapses W_l   | [P, K, n_l+1, n_l+1']  | [P, n_l+1, n_{l+1}, K] |
-| backward synapses V_l  | [P, K, n_{l+1}, n_l]   | [P, n_{l+1}, n_l, K]   |
+| tensor                | channel-major (here)       | DESIGN layout (public)     |
+|-----------------------|----------------------------|----------------------------|
+| neuron states a_l     | [P, K, B, n_l]             | [P, B, n_l, K]             |
+| forward synapses W_l  | [P, K, n_l + 1, n_{l+1}]   | [P, n_l + 1, n_{l+1}, K]   |
+| backward synapses V_l | [P, K, n_{l+1}, n_l]       | [P, n_{l+1}, n_l, K]       |
 
-(n_l+1' above means n_{l+1}.) `BlurNetwork` converts synapses between the two layouts at its
+`BlurNetwork` converts synapses between the two layouts at its
 boundary. Any leading P axis may be 1 and broadcast against the others (one genome driving many
 networks, or one batch fed to every member).
 """
