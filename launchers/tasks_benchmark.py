@@ -27,54 +27,54 @@ _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed calls of the compiled loop 
 
 
 def _time_sampling(task, steps, batch_size, repeats):
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-  @tf.function
-  def loop(seed, num_steps):
-    def body(i, total):
-      x, y = task.sample_train(tf.random.experimental.stateless_fold_in(seed, i), batch_size)
-      return i + 1, total + tf.reduce_sum(x) + tf.cast(tf.reduce_sum(y), tf.float32)
-    return tf.while_loop(lambda i, _: i < num_steps, body, (tf.constant(0), tf.constant(0.0)))
+    @tf.function
+    def loop(seed, num_steps):
+        def body(i, total):
+            x, y = task.sample_train(tf.random.experimental.stateless_fold_in(seed, i), batch_size)
+            return i + 1, total + tf.reduce_sum(x) + tf.cast(tf.reduce_sum(y), tf.float32)
+        return tf.while_loop(lambda i, _: i < num_steps, body, (tf.constant(0), tf.constant(0.0)))
 
-  seed, num_steps = tf.constant([0, 1]), tf.constant(steps)
-  start = time.perf_counter()
-  loop(seed, num_steps)[1].numpy()
-  first = time.perf_counter() - start
-  best = float("inf")
-  for r in range(repeats):
+    seed, num_steps = tf.constant([0, 1]), tf.constant(steps)
     start = time.perf_counter()
-    loop(tf.constant([r + 1, 1]), num_steps)[1].numpy()
-    best = min(best, time.perf_counter() - start)
-  return first, best / steps
+    loop(seed, num_steps)[1].numpy()
+    first = time.perf_counter() - start
+    best = float("inf")
+    for r in range(repeats):
+        start = time.perf_counter()
+        loop(tf.constant([r + 1, 1]), num_steps)[1].numpy()
+        best = min(best, time.perf_counter() - start)
+    return first, best / steps
 
 
 def main(argv):
-  del argv
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  from blur_tf import tasks  # pylint: disable=g-import-not-at-top
+    del argv
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    from blur_tf import tasks  # pylint: disable=g-import-not-at-top
 
-  tfds.disable_progress_bar()
-  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  manual = (_MANUAL_DIR.value or os.environ.get("BLUR_TFDS_MANUAL_DIR")
-            or os.path.join(os.path.dirname(repo), "shared", "data"))
-  data_dir = tempfile.mkdtemp(prefix="blur_tasks_benchmark_")
-  try:
-    start = time.perf_counter()
-    tasks.prepare_dataset("mnist", tfds_manual_dir=manual, data_dir=data_dir)
-    prepare = time.perf_counter() - start
-    start = time.perf_counter()
-    tasks.get_task("mnist", tfds_manual_dir=manual, data_dir=data_dir)
-    load = time.perf_counter() - start
-    print(f"(a) prepare MNIST from {manual} into a fresh data dir: {prepare:.1f} s; "
-          f"load into memory: {load:.1f} s")
-    for spec in ("mnist", "mnist:crop=20,size=10", "toy.xor"):
-      task = tasks.get_task(spec, tfds_manual_dir=manual, data_dir=data_dir)
-      first, per_batch = _time_sampling(task, _STEPS.value, _BATCH.value, _REPEATS.value)
-      print(f"(b) {spec:24s} batch {_BATCH.value}, {_STEPS.value}-step compiled while_loop: "
-            f"{per_batch * 1e6:8.1f} us/batch (first call incl. tracing {first:.2f} s)")
-  finally:
-    shutil.rmtree(data_dir, ignore_errors=True)
+    tfds.disable_progress_bar()
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    manual = (_MANUAL_DIR.value or os.environ.get("BLUR_TFDS_MANUAL_DIR")
+              or os.path.join(os.path.dirname(repo), "shared", "data"))
+    data_dir = tempfile.mkdtemp(prefix="blur_tasks_benchmark_")
+    try:
+        start = time.perf_counter()
+        tasks.prepare_dataset("mnist", tfds_manual_dir=manual, data_dir=data_dir)
+        prepare = time.perf_counter() - start
+        start = time.perf_counter()
+        tasks.get_task("mnist", tfds_manual_dir=manual, data_dir=data_dir)
+        load = time.perf_counter() - start
+        print(f"(a) prepare MNIST from {manual} into a fresh data dir: {prepare:.1f} s; "
+              f"load into memory: {load:.1f} s")
+        for spec in ("mnist", "mnist:crop=20,size=10", "toy.xor"):
+            task = tasks.get_task(spec, tfds_manual_dir=manual, data_dir=data_dir)
+            first, per_batch = _time_sampling(task, _STEPS.value, _BATCH.value, _REPEATS.value)
+            print(f"(b) {spec:24s} batch {_BATCH.value}, {_STEPS.value}-step compiled while_loop: "
+                  f"{per_batch * 1e6:8.1f} us/batch (first call incl. tracing {first:.2f} s)")
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
-  app.run(main)
+    app.run(main)

@@ -28,139 +28,139 @@ from blur_tf.tasks.images import ImageTask
 
 
 def _get_task(spec_or_task, **kwargs) -> base.Task:
-  from blur_tf.tasks.registry import get_task  # pylint: disable=g-import-not-at-top
-  return get_task(spec_or_task, **kwargs)
+    from blur_tf.tasks.registry import get_task  # pylint: disable=g-import-not-at-top
+    return get_task(spec_or_task, **kwargs)
 
 
 class TaskFamily:
-  """A weighted set of tasks; ``draw(seed)`` picks one per meta-step.
+    """A weighted set of tasks; ``draw(seed)`` picks one per meta-step.
 
-  Args:
-    tasks: specs or :class:`Task` objects (same ``input_size``).
-    weights: non-negative sampling weights (default uniform); normalised.
-    **task_kwargs: passed to :func:`get_task` for specs (``tfds_manual_dir``, ...).
-  """
+    Args:
+      tasks: specs or :class:`Task` objects (same ``input_size``).
+      weights: non-negative sampling weights (default uniform); normalised.
+      **task_kwargs: passed to :func:`get_task` for specs (``tfds_manual_dir``, ...).
+    """
 
-  def __init__(self, tasks: Sequence, weights: Sequence[float] | None = None, **task_kwargs):
-    if not tasks:
-      raise ValueError("TaskFamily needs at least one task.")
-    self.tasks = tuple(_get_task(t, **task_kwargs) for t in tasks)
-    sizes = sorted({t.input_size for t in self.tasks})
-    if len(sizes) > 1:
-      raise ValueError("TaskFamily tasks must share input_size; got "
-                       + ", ".join(f"{t.spec}: {t.input_size}" for t in self.tasks))
-    if weights is None:
-      weights = [1.0] * len(self.tasks)
-    weights = np.asarray(weights, np.float64)
-    if weights.shape != (len(self.tasks),) or np.any(weights < 0) or weights.sum() <= 0:
-      raise ValueError(f"TaskFamily weights must be {len(self.tasks)} non-negative numbers "
-                       f"with a positive sum, got {weights.tolist()}.")
-    self.weights = tuple(float(w) for w in weights / weights.sum())
-    self.input_size = sizes[0]
-    self.num_classes = max(t.num_classes for t in self.tasks)
-    self.task_num_classes = tuple(t.num_classes for t in self.tasks)
-    self.specs = tuple(t.spec for t in self.tasks)
+    def __init__(self, tasks: Sequence, weights: Sequence[float] | None = None, **task_kwargs):
+        if not tasks:
+            raise ValueError("TaskFamily needs at least one task.")
+        self.tasks = tuple(_get_task(t, **task_kwargs) for t in tasks)
+        sizes = sorted({t.input_size for t in self.tasks})
+        if len(sizes) > 1:
+            raise ValueError("TaskFamily tasks must share input_size; got "
+                             + ", ".join(f"{t.spec}: {t.input_size}" for t in self.tasks))
+        if weights is None:
+            weights = [1.0] * len(self.tasks)
+        weights = np.asarray(weights, np.float64)
+        if weights.shape != (len(self.tasks),) or np.any(weights < 0) or weights.sum() <= 0:
+            raise ValueError(f"TaskFamily weights must be {len(self.tasks)} non-negative numbers "
+                             f"with a positive sum, got {weights.tolist()}.")
+        self.weights = tuple(float(w) for w in weights / weights.sum())
+        self.input_size = sizes[0]
+        self.num_classes = max(t.num_classes for t in self.tasks)
+        self.task_num_classes = tuple(t.num_classes for t in self.tasks)
+        self.specs = tuple(t.spec for t in self.tasks)
 
-  def sample_index(self, seed) -> tf.Tensor:
-    """The task index (int32 scalar) of the meta-step with this seed."""
-    logits = tf.math.log(tf.constant([self.weights], tf.float32))
-    return tf.cast(tf.random.stateless_categorical(logits, 1, base.as_seed(seed))[0, 0],
-                   tf.int32)
+    def sample_index(self, seed) -> tf.Tensor:
+        """The task index (int32 scalar) of the meta-step with this seed."""
+        logits = tf.math.log(tf.constant([self.weights], tf.float32))
+        return tf.cast(tf.random.stateless_categorical(logits, 1, base.as_seed(seed))[0, 0],
+                       tf.int32)
 
-  def _switch(self, index, stream):
-    def sampler(seed, n):
-      branches = [(lambda t=t: t._sample(seed, n, stream)) for t in self.tasks]  # pylint: disable=protected-access
-      if len(branches) == 1:
-        return branches[0]()
-      x, y = tf.switch_case(index, branches)
-      return tf.ensure_shape(x, [None, self.input_size]), y
-    return sampler
+    def _switch(self, index, stream):
+        def sampler(seed, n):
+            branches = [(lambda t=t: t._sample(seed, n, stream)) for t in self.tasks]  # pylint: disable=protected-access
+            if len(branches) == 1:
+                return branches[0]()
+            x, y = tf.switch_case(index, branches)
+            return tf.ensure_shape(x, [None, self.input_size]), y
+        return sampler
 
-  def episode(self, index) -> base.Episode:
-    """Task ``index`` (python int or int32 scalar tensor) as an :class:`Episode`."""
-    index = tf.convert_to_tensor(index, tf.int32)
-    return base.Episode(
-        self._switch(index, "train"), self._switch(index, "eval"),
-        input_size=self.input_size, num_classes=self.num_classes,
-        episode_classes=tf.gather(tf.constant(self.task_num_classes, tf.int32), index),
-        index=index)
+    def episode(self, index) -> base.Episode:
+        """Task ``index`` (python int or int32 scalar tensor) as an :class:`Episode`."""
+        index = tf.convert_to_tensor(index, tf.int32)
+        return base.Episode(
+            self._switch(index, "train"), self._switch(index, "eval"),
+            input_size=self.input_size, num_classes=self.num_classes,
+            episode_classes=tf.gather(tf.constant(self.task_num_classes, tf.int32), index),
+            index=index)
 
-  def draw(self, seed) -> base.Episode:
-    """The episode of the meta-step with this seed (task chosen by :meth:`sample_index`)."""
-    return self.episode(self.sample_index(seed))
+    def draw(self, seed) -> base.Episode:
+        """The episode of the meta-step with this seed (task chosen by :meth:`sample_index`)."""
+        return self.episode(self.sample_index(seed))
 
-  def __repr__(self):
-    return f"TaskFamily({list(self.specs)}, weights={list(self.weights)})"
+    def __repr__(self):
+        return f"TaskFamily({list(self.specs)}, weights={list(self.weights)})"
 
 
 class NWayEpisodes:
-  """N random classes of one image dataset per meta-step, labels in random order.
+    """N random classes of one image dataset per meta-step, labels in random order.
 
-  Args:
-    dataset: an image task spec or :class:`ImageTask` (its crop/size/classes/splits define
-      the pools), e.g. ``"omniglot:size=28"`` or ``"mnist:crop=20,size=10"``.
-    n: classes per episode (``n <= dataset.num_classes``).
-    **task_kwargs: passed to :func:`get_task` for a spec.
+    Args:
+      dataset: an image task spec or :class:`ImageTask` (its crop/size/classes/splits define
+        the pools), e.g. ``"omniglot:size=28"`` or ``"mnist:crop=20,size=10"``.
+      n: classes per episode (``n <= dataset.num_classes``).
+      **task_kwargs: passed to :func:`get_task` for a spec.
 
-  ``draw(seed)`` returns an :class:`Episode` whose ``classes`` (int32 ``[n]``) are the
-  task's class ids (0-based, after any ``classes=`` remapping) behind labels ``0..n-1``.
-  """
+    ``draw(seed)`` returns an :class:`Episode` whose ``classes`` (int32 ``[n]``) are the
+    task's class ids (0-based, after any ``classes=`` remapping) behind labels ``0..n-1``.
+    """
 
-  def __init__(self, dataset, n: int, **task_kwargs):
-    task = _get_task(dataset, **task_kwargs)
-    if not isinstance(task, ImageTask):
-      raise ValueError(f"NWayEpisodes needs an image dataset, got {task.spec!r}.")
-    if not 1 <= n <= task.num_classes:
-      raise ValueError(f"NWayEpisodes: n={n} must be in 1..{task.num_classes} "
-                       f"(the classes of {task.spec!r}).")
-    self.task = task
-    self.n = int(n)
-    self.input_size = task.input_size
-    self.num_classes = self.n
-    self.spec = task.spec
-    self._index = {}
-    for stream in ("train", "eval"):
-      labels = task.pool(stream)[1].numpy()
-      counts = np.bincount(labels, minlength=task.num_classes)
-      if stream == "eval" and np.any(counts == 0):
-        missing = [task.classes[c] for c in np.flatnonzero(counts == 0)]
-        raise ValueError(f"NWayEpisodes({task.spec!r}): classes {missing} have no examples "
-                         f"in eval split {task.eval_split!r}.")
-      order = np.argsort(labels, kind="stable").astype(np.int32)
-      offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int32)
-      with tf.init_scope():
-        self._index[stream] = (tf.constant(order), tf.constant(offsets),
-                               tf.constant(counts.astype(np.int32)))
+    def __init__(self, dataset, n: int, **task_kwargs):
+        task = _get_task(dataset, **task_kwargs)
+        if not isinstance(task, ImageTask):
+            raise ValueError(f"NWayEpisodes needs an image dataset, got {task.spec!r}.")
+        if not 1 <= n <= task.num_classes:
+            raise ValueError(f"NWayEpisodes: n={n} must be in 1..{task.num_classes} "
+                             f"(the classes of {task.spec!r}).")
+        self.task = task
+        self.n = int(n)
+        self.input_size = task.input_size
+        self.num_classes = self.n
+        self.spec = task.spec
+        self._index = {}
+        for stream in ("train", "eval"):
+            labels = task.pool(stream)[1].numpy()
+            counts = np.bincount(labels, minlength=task.num_classes)
+            if stream == "eval" and np.any(counts == 0):
+                missing = [task.classes[c] for c in np.flatnonzero(counts == 0)]
+                raise ValueError(f"NWayEpisodes({task.spec!r}): classes {missing} have no examples "
+                                 f"in eval split {task.eval_split!r}.")
+            order = np.argsort(labels, kind="stable").astype(np.int32)
+            offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int32)
+            with tf.init_scope():
+                self._index[stream] = (tf.constant(order), tf.constant(offsets),
+                                       tf.constant(counts.astype(np.int32)))
 
-  def sample_classes(self, seed) -> tf.Tensor:
-    """``n`` distinct class ids (int32 ``[n]``) in random order: label j -> classes[j]."""
-    keys = tf.random.stateless_uniform([self.task.num_classes], base.as_seed(seed))
-    return tf.cast(tf.argsort(keys)[:self.n], tf.int32)
+    def sample_classes(self, seed) -> tf.Tensor:
+        """``n`` distinct class ids (int32 ``[n]``) in random order: label j -> classes[j]."""
+        keys = tf.random.stateless_uniform([self.task.num_classes], base.as_seed(seed))
+        return tf.cast(tf.argsort(keys)[:self.n], tf.int32)
 
-  def _sampler(self, classes, stream):
-    order, offsets, counts = self._index[stream]
+    def _sampler(self, classes, stream):
+        order, offsets, counts = self._index[stream]
 
-    def sampler(seed, n):
-      s = base.split_seed(seed, 2)
-      labels = tf.random.stateless_uniform([n], s[0], 0, self.n, dtype=tf.int32)
-      cls = tf.gather(classes, labels)
-      u = tf.random.stateless_uniform([n], s[1])
-      count = tf.gather(counts, cls)
-      within = tf.minimum(tf.cast(u * tf.cast(count, tf.float32), tf.int32), count - 1)
-      x, _ = self.task.gather(stream, tf.gather(order, tf.gather(offsets, cls) + within))
-      return x, labels
-    return sampler
+        def sampler(seed, n):
+            s = base.split_seed(seed, 2)
+            labels = tf.random.stateless_uniform([n], s[0], 0, self.n, dtype=tf.int32)
+            cls = tf.gather(classes, labels)
+            u = tf.random.stateless_uniform([n], s[1])
+            count = tf.gather(counts, cls)
+            within = tf.minimum(tf.cast(u * tf.cast(count, tf.float32), tf.int32), count - 1)
+            x, _ = self.task.gather(stream, tf.gather(order, tf.gather(offsets, cls) + within))
+            return x, labels
+        return sampler
 
-  def episode(self, classes) -> base.Episode:
-    """The episode with these class ids (int32 ``[n]``) behind labels ``0..n-1``."""
-    classes = tf.convert_to_tensor(classes, tf.int32)
-    return base.Episode(self._sampler(classes, "train"), self._sampler(classes, "eval"),
-                        input_size=self.input_size, num_classes=self.n,
-                        episode_classes=self.n, classes=classes)
+    def episode(self, classes) -> base.Episode:
+        """The episode with these class ids (int32 ``[n]``) behind labels ``0..n-1``."""
+        classes = tf.convert_to_tensor(classes, tf.int32)
+        return base.Episode(self._sampler(classes, "train"), self._sampler(classes, "eval"),
+                            input_size=self.input_size, num_classes=self.n,
+                            episode_classes=self.n, classes=classes)
 
-  def draw(self, seed) -> base.Episode:
-    """The episode of the meta-step with this seed (classes from :meth:`sample_classes`)."""
-    return self.episode(self.sample_classes(seed))
+    def draw(self, seed) -> base.Episode:
+        """The episode of the meta-step with this seed (classes from :meth:`sample_classes`)."""
+        return self.episode(self.sample_classes(seed))
 
-  def __repr__(self):
-    return f"NWayEpisodes({self.spec!r}, n={self.n})"
+    def __repr__(self):
+        return f"NWayEpisodes({self.spec!r}, n={self.n})"

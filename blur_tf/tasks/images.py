@@ -57,20 +57,20 @@ IMAGE_KEYS = ("crop", "size", "classes", "split", "eval_split")
 
 @dataclasses.dataclass(frozen=True)
 class ImageDataset:
-  """A registered tfds image dataset.
+    """A registered tfds image dataset.
 
-  Attributes:
-    builder: tfds builder name, with config (``emnist/letters``).
-    invert: map pixel p to 1 - p (Omniglot: black strokes on white -> strokes = 1).
-  """
+    Attributes:
+      builder: tfds builder name, with config (``emnist/letters``).
+      invert: map pixel p to 1 - p (Omniglot: black strokes on white -> strokes = 1).
+    """
 
-  builder: str
-  invert: bool = False
+    builder: str
+    invert: bool = False
 
-  @property
-  def builder_name(self) -> str:
-    """The builder's name without config: the manual and download sub-folder name."""
-    return self.builder.split("/")[0]
+    @property
+    def builder_name(self) -> str:
+        """The builder's name without config: the manual and download sub-folder name."""
+        return self.builder.split("/")[0]
 
 
 IMAGE_DATASETS: dict[str, ImageDataset] = {
@@ -87,233 +87,233 @@ _TENSOR_POOLS: dict[tuple, tuple[tf.Tensor, tf.Tensor]] = {}
 
 
 def clear_cache() -> None:
-  """Forgets every dataset loaded in this process."""
-  _RAW_POOLS.clear()
-  _TENSOR_POOLS.clear()
+    """Forgets every dataset loaded in this process."""
+    _RAW_POOLS.clear()
+    _TENSOR_POOLS.clear()
 
 
 def resolve_data_dir(data_dir=None) -> str:
-  """``data_dir``, else env BLUR_TFDS_DATA_DIR, else ``~/tensorflow_datasets`` (absolute)."""
-  data_dir = data_dir or os.environ.get(DATA_DIR_ENV) or "~/tensorflow_datasets"
-  return os.path.abspath(os.path.expanduser(os.fspath(data_dir)))
+    """``data_dir``, else env BLUR_TFDS_DATA_DIR, else ``~/tensorflow_datasets`` (absolute)."""
+    data_dir = data_dir or os.environ.get(DATA_DIR_ENV) or "~/tensorflow_datasets"
+    return os.path.abspath(os.path.expanduser(os.fspath(data_dir)))
 
 
 def resolve_manual_dir(tfds_manual_dir=None) -> str | None:
-  """``tfds_manual_dir``, else env BLUR_TFDS_MANUAL_DIR, else None."""
-  manual = tfds_manual_dir or os.environ.get(MANUAL_DIR_ENV)
-  return os.path.abspath(os.path.expanduser(os.fspath(manual))) if manual else None
+    """``tfds_manual_dir``, else env BLUR_TFDS_MANUAL_DIR, else None."""
+    manual = tfds_manual_dir or os.environ.get(MANUAL_DIR_ENV)
+    return os.path.abspath(os.path.expanduser(os.fspath(manual))) if manual else None
 
 
 def _tfds():
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  return tfds
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    return tfds
 
 
 def prepare_dataset(name: str, *, tfds_manual_dir=None, data_dir=None, download=False):
-  """Returns the prepared tfds builder of dataset ``name``, preparing it if needed.
+    """Returns the prepared tfds builder of dataset ``name``, preparing it if needed.
 
-  Preparation reads ``<manual dir>/<builder name>/<original files>`` when they are all
-  there (checksums verified by tfds), else downloads only if ``download`` is True, else
-  raises ValueError at once (before any preparation work).
-  """
-  dataset = _dataset(name)
-  tfds = _tfds()
-  data_dir = resolve_data_dir(data_dir)
-  builder = tfds.builder(dataset.builder, data_dir=data_dir)
-  if builder.is_prepared():
+    Preparation reads ``<manual dir>/<builder name>/<original files>`` when they are all
+    there (checksums verified by tfds), else downloads only if ``download`` is True, else
+    raises ValueError at once (before any preparation work).
+    """
+    dataset = _dataset(name)
+    tfds = _tfds()
+    data_dir = resolve_data_dir(data_dir)
+    builder = tfds.builder(dataset.builder, data_dir=data_dir)
+    if builder.is_prepared():
+        return builder
+    manual_root = resolve_manual_dir(tfds_manual_dir)
+    manual = pathlib.Path(manual_root, dataset.builder_name) if manual_root else None
+    files = sorted({info.filename for info in (builder.url_infos or {}).values()
+                    if info.filename})
+    missing = [f for f in files if manual is None or not (manual / f).is_file()]
+    if not files and not (manual is not None and manual.is_dir() and any(manual.iterdir())):
+        missing = ["(the builder registers no file names: provide its manual folder)"]
+    if missing and not download:
+        where = (f"the manual folder {manual} lacks {', '.join(missing)}" if manual else
+                 f"no manual folder was given (argument tfds_manual_dir, flag --tfds_manual_dir "
+                 f"or env {MANUAL_DIR_ENV})")
+        raise ValueError(
+            f"Dataset {name!r} (tfds builder {dataset.builder!r}) is not prepared in data_dir "
+            f"{data_dir} and {where}. Provide it offline: put the original files "
+            f"{', '.join(files) or '(see the tfds builder)'} in <DIR>/{dataset.builder_name}/ "
+            f"and pass tfds_manual_dir=DIR (--tfds_manual_dir DIR, env {MANUAL_DIR_ENV}=DIR); "
+            f"or prepare it into data_dir (env {DATA_DIR_ENV}) beforehand; or allow a network "
+            "download with download=True.")
+    config = tfds.download.DownloadConfig(
+        manual_dir=os.fspath(manual) if manual is not None and manual.is_dir() else None)
+    download_dir = os.path.join(data_dir, "downloads", dataset.builder_name)
+    builder.download_and_prepare(download_dir=download_dir, download_config=config)
     return builder
-  manual_root = resolve_manual_dir(tfds_manual_dir)
-  manual = pathlib.Path(manual_root, dataset.builder_name) if manual_root else None
-  files = sorted({info.filename for info in (builder.url_infos or {}).values()
-                  if info.filename})
-  missing = [f for f in files if manual is None or not (manual / f).is_file()]
-  if not files and not (manual is not None and manual.is_dir() and any(manual.iterdir())):
-    missing = ["(the builder registers no file names: provide its manual folder)"]
-  if missing and not download:
-    where = (f"the manual folder {manual} lacks {', '.join(missing)}" if manual else
-             f"no manual folder was given (argument tfds_manual_dir, flag --tfds_manual_dir "
-             f"or env {MANUAL_DIR_ENV})")
-    raise ValueError(
-        f"Dataset {name!r} (tfds builder {dataset.builder!r}) is not prepared in data_dir "
-        f"{data_dir} and {where}. Provide it offline: put the original files "
-        f"{', '.join(files) or '(see the tfds builder)'} in <DIR>/{dataset.builder_name}/ "
-        f"and pass tfds_manual_dir=DIR (--tfds_manual_dir DIR, env {MANUAL_DIR_ENV}=DIR); "
-        f"or prepare it into data_dir (env {DATA_DIR_ENV}) beforehand; or allow a network "
-        "download with download=True.")
-  config = tfds.download.DownloadConfig(
-      manual_dir=os.fspath(manual) if manual is not None and manual.is_dir() else None)
-  download_dir = os.path.join(data_dir, "downloads", dataset.builder_name)
-  builder.download_and_prepare(download_dir=download_dir, download_config=config)
-  return builder
 
 
 def _dataset(name: str) -> ImageDataset:
-  if name not in IMAGE_DATASETS:
-    raise ValueError(f"Unknown image dataset {name!r}; known: {', '.join(IMAGE_DATASETS)}.")
-  return IMAGE_DATASETS[name]
+    if name not in IMAGE_DATASETS:
+        raise ValueError(f"Unknown image dataset {name!r}; known: {', '.join(IMAGE_DATASETS)}.")
+    return IMAGE_DATASETS[name]
 
 
 def load_raw_pool(name: str, split: str, *, tfds_manual_dir=None, data_dir=None,
                   download=False) -> tuple[np.ndarray, np.ndarray]:
-  """All examples of one split as numpy: grey uint8 images ``[N, H, W]``, int64 labels ``[N]``.
+    """All examples of one split as numpy: grey uint8 images ``[N, H, W]``, int64 labels ``[N]``.
 
-  Cached per process; Omniglot-style inversion and colour-to-grey are applied here.
-  """
-  dataset = _dataset(name)
-  key = (dataset.builder, resolve_data_dir(data_dir), split)
-  if key not in _RAW_POOLS:
-    tfds = _tfds()
-    builder = prepare_dataset(name, tfds_manual_dir=tfds_manual_dir, data_dir=data_dir,
-                              download=download)
-    try:
-      data = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
-    except (ValueError, KeyError) as e:
-      raise ValueError(f"Dataset {name!r} has no split {split!r} "
-                       f"(splits: {', '.join(builder.info.splits)}): {e}") from e
-    images = np.asarray(data["image"])
-    if images.ndim == 4 and images.shape[-1] > 1:
-      images = np.round(images.mean(axis=-1)).astype(np.uint8)
-    elif images.ndim == 4:
-      images = images[..., 0]
-    if dataset.invert:
-      images = 255 - images
-    _RAW_POOLS[key] = (np.ascontiguousarray(images, np.uint8),
-                       np.asarray(data["label"], np.int64))
-  return _RAW_POOLS[key]
+    Cached per process; Omniglot-style inversion and colour-to-grey are applied here.
+    """
+    dataset = _dataset(name)
+    key = (dataset.builder, resolve_data_dir(data_dir), split)
+    if key not in _RAW_POOLS:
+        tfds = _tfds()
+        builder = prepare_dataset(name, tfds_manual_dir=tfds_manual_dir, data_dir=data_dir,
+                                  download=download)
+        try:
+            data = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
+        except (ValueError, KeyError) as e:
+            raise ValueError(f"Dataset {name!r} has no split {split!r} "
+                             f"(splits: {', '.join(builder.info.splits)}): {e}") from e
+        images = np.asarray(data["image"])
+        if images.ndim == 4 and images.shape[-1] > 1:
+            images = np.round(images.mean(axis=-1)).astype(np.uint8)
+        elif images.ndim == 4:
+            images = images[..., 0]
+        if dataset.invert:
+            images = 255 - images
+        _RAW_POOLS[key] = (np.ascontiguousarray(images, np.uint8),
+                           np.asarray(data["label"], np.int64))
+    return _RAW_POOLS[key]
 
 
 def preprocess_images(images, crop: int | None = None, size: int | None = None,
                       chunk: int = 8192) -> tf.Tensor:
-  """uint8 ``[N, H, W]`` -> float32 ``[N, side*side]`` in [0, 1]: central crop, then resize.
+    """uint8 ``[N, H, W]`` -> float32 ``[N, side*side]`` in [0, 1]: central crop, then resize.
 
-  ``crop``: keep rows/columns ``(H-crop)//2 .. +crop`` (and likewise for W). ``size``:
-  ``tf.image.resize`` to ``size x size``, bilinear with antialias, clipped to [0, 1].
-  Works in chunks of ``chunk`` images to bound memory.
-  """
-  images = np.asarray(images)
-  if images.ndim != 3:
-    raise ValueError(f"preprocess_images expects [N, H, W] images, got shape {images.shape}.")
-  _, height, width = images.shape
-  if crop is not None:
-    if crop > min(height, width):
-      raise ValueError(f"crop={crop} is larger than the {height}x{width} images.")
-    top, left = (height - crop) // 2, (width - crop) // 2
-    images = images[:, top:top + crop, left:left + crop]
-  outputs = []
-  for start in range(0, max(len(images), 1), chunk):
-    x = tf.convert_to_tensor(images[start:start + chunk], tf.float32) / 255.0
-    if size is not None and (size, size) != tuple(x.shape[1:3]):
-      x = tf.image.resize(x[..., None], [size, size], method="bilinear", antialias=True)
-      x = tf.clip_by_value(x[..., 0], 0.0, 1.0)
-    outputs.append(tf.reshape(x, [x.shape[0], -1]))
-  return tf.concat(outputs, axis=0)
+    ``crop``: keep rows/columns ``(H-crop)//2 .. +crop`` (and likewise for W). ``size``:
+    ``tf.image.resize`` to ``size x size``, bilinear with antialias, clipped to [0, 1].
+    Works in chunks of ``chunk`` images to bound memory.
+    """
+    images = np.asarray(images)
+    if images.ndim != 3:
+        raise ValueError(f"preprocess_images expects [N, H, W] images, got shape {images.shape}.")
+    _, height, width = images.shape
+    if crop is not None:
+        if crop > min(height, width):
+            raise ValueError(f"crop={crop} is larger than the {height}x{width} images.")
+        top, left = (height - crop) // 2, (width - crop) // 2
+        images = images[:, top:top + crop, left:left + crop]
+    outputs = []
+    for start in range(0, max(len(images), 1), chunk):
+        x = tf.convert_to_tensor(images[start:start + chunk], tf.float32) / 255.0
+        if size is not None and (size, size) != tuple(x.shape[1:3]):
+            x = tf.image.resize(x[..., None], [size, size], method="bilinear", antialias=True)
+            x = tf.clip_by_value(x[..., 0], 0.0, 1.0)
+        outputs.append(tf.reshape(x, [x.shape[0], -1]))
+    return tf.concat(outputs, axis=0)
 
 
 def _num_label_classes(name, data_dir) -> int:
-  builder = _tfds().builder(_dataset(name).builder, data_dir=resolve_data_dir(data_dir))
-  return int(builder.info.features["label"].num_classes)
+    builder = _tfds().builder(_dataset(name).builder, data_dir=resolve_data_dir(data_dir))
+    return int(builder.info.features["label"].num_classes)
 
 
 class ImageTask(base.Task):
-  """A (preprocessed, class-subset) tfds image dataset as a task; see the module docstring.
+    """A (preprocessed, class-subset) tfds image dataset as a task; see the module docstring.
 
-  Attributes (besides Task's): ``dataset`` (registry name), ``crop``, ``size``, ``side``
-  (final image side), ``classes`` (original label ids behind labels 0..n-1), ``split``,
-  ``eval_split``, ``num_train``, ``num_eval``.
-  """
+    Attributes (besides Task's): ``dataset`` (registry name), ``crop``, ``size``, ``side``
+    (final image side), ``classes`` (original label ids behind labels 0..n-1), ``split``,
+    ``eval_split``, ``num_train``, ``num_eval``.
+    """
 
-  def __init__(self, spec: TaskSpec, *, tfds_manual_dir=None, data_dir=None, download=False):
-    _dataset(spec.name)
-    check_keys(spec, IMAGE_KEYS)
-    opts = spec.option_dict
-    self.dataset = self.name = spec.name
-    self.spec = str(spec)
-    self.crop = parse_int(spec, "crop", opts["crop"]) if "crop" in opts else None
-    self.size = parse_int(spec, "size", opts["size"]) if "size" in opts else None
-    self.split = opts.get("split", "train") or "train"
-    self.eval_split = opts.get("eval_split", "test") or "test"
-    if self.split == self.eval_split:
-      raise ValueError(f"Task spec {self.spec!r}: split and eval_split are both "
-                       f"{self.split!r}; evaluation must use held-out data.")
-    requested = None
-    if "classes" in opts:
-      try:
-        requested = parse_classes(opts["classes"])
-      except ValueError as e:
-        raise ValueError(f"Task spec {self.spec!r}: {e}") from None
-      total = _num_label_classes(spec.name, data_dir)
-      bad = [c for c in requested if c >= total]
-      if bad:
-        raise ValueError(f"Task spec {self.spec!r}: classes {bad} do not exist; "
-                         f"{spec.name} has classes 0-{total - 1}.")
-    loader = dict(tfds_manual_dir=tfds_manual_dir, data_dir=data_dir, download=download)
-    train_images, train_labels = load_raw_pool(spec.name, self.split, **loader)
-    eval_images, eval_labels = load_raw_pool(spec.name, self.eval_split, **loader)
-    present = np.unique(train_labels)
-    if requested is None:
-      requested = tuple(int(c) for c in present)
-    absent = sorted(set(requested) - set(int(c) for c in present))
-    if absent:
-      raise ValueError(f"Task spec {self.spec!r}: classes {absent} have no examples in "
-                       f"split {self.split!r}.")
-    self.classes = tuple(requested)
-    self.num_classes = len(self.classes)
-    height, width = train_images.shape[1:]
-    side = self.crop if self.crop is not None else height
-    if self.crop is None and height != width and self.size is None:
-      raise ValueError(f"{spec.name} images are {height}x{width}; give crop= or size=.")
-    self.side = self.size if self.size is not None else side
-    self.input_size = self.side * self.side
-    self._pools = {
-        "train": self._tensor_pool(train_images, train_labels, self.split, data_dir),
-        "eval": self._tensor_pool(eval_images, eval_labels, self.eval_split, data_dir),
-    }
-    self.num_train = int(self._pools["train"][1].shape[0])
-    self.num_eval = int(self._pools["eval"][1].shape[0])
-    if self.num_eval == 0:
-      raise ValueError(f"Task spec {self.spec!r}: eval split {self.eval_split!r} has no "
-                       f"examples of classes {list(self.classes)}; choose another eval_split.")
+    def __init__(self, spec: TaskSpec, *, tfds_manual_dir=None, data_dir=None, download=False):
+        _dataset(spec.name)
+        check_keys(spec, IMAGE_KEYS)
+        opts = spec.option_dict
+        self.dataset = self.name = spec.name
+        self.spec = str(spec)
+        self.crop = parse_int(spec, "crop", opts["crop"]) if "crop" in opts else None
+        self.size = parse_int(spec, "size", opts["size"]) if "size" in opts else None
+        self.split = opts.get("split", "train") or "train"
+        self.eval_split = opts.get("eval_split", "test") or "test"
+        if self.split == self.eval_split:
+            raise ValueError(f"Task spec {self.spec!r}: split and eval_split are both "
+                             f"{self.split!r}; evaluation must use held-out data.")
+        requested = None
+        if "classes" in opts:
+            try:
+                requested = parse_classes(opts["classes"])
+            except ValueError as e:
+                raise ValueError(f"Task spec {self.spec!r}: {e}") from None
+            total = _num_label_classes(spec.name, data_dir)
+            bad = [c for c in requested if c >= total]
+            if bad:
+                raise ValueError(f"Task spec {self.spec!r}: classes {bad} do not exist; "
+                                 f"{spec.name} has classes 0-{total - 1}.")
+        loader = dict(tfds_manual_dir=tfds_manual_dir, data_dir=data_dir, download=download)
+        train_images, train_labels = load_raw_pool(spec.name, self.split, **loader)
+        eval_images, eval_labels = load_raw_pool(spec.name, self.eval_split, **loader)
+        present = np.unique(train_labels)
+        if requested is None:
+            requested = tuple(int(c) for c in present)
+        absent = sorted(set(requested) - set(int(c) for c in present))
+        if absent:
+            raise ValueError(f"Task spec {self.spec!r}: classes {absent} have no examples in "
+                             f"split {self.split!r}.")
+        self.classes = tuple(requested)
+        self.num_classes = len(self.classes)
+        height, width = train_images.shape[1:]
+        side = self.crop if self.crop is not None else height
+        if self.crop is None and height != width and self.size is None:
+            raise ValueError(f"{spec.name} images are {height}x{width}; give crop= or size=.")
+        self.side = self.size if self.size is not None else side
+        self.input_size = self.side * self.side
+        self._pools = {
+            "train": self._tensor_pool(train_images, train_labels, self.split, data_dir),
+            "eval": self._tensor_pool(eval_images, eval_labels, self.eval_split, data_dir),
+        }
+        self.num_train = int(self._pools["train"][1].shape[0])
+        self.num_eval = int(self._pools["eval"][1].shape[0])
+        if self.num_eval == 0:
+            raise ValueError(f"Task spec {self.spec!r}: eval split {self.eval_split!r} has no "
+                             f"examples of classes {list(self.classes)}; choose another eval_split.")
 
-  def _tensor_pool(self, images, labels, split, data_dir):
-    key = (self.dataset, resolve_data_dir(data_dir), split, self.crop, self.size, self.classes)
-    if key not in _TENSOR_POOLS:
-      lookup = np.full(int(labels.max()) + 1 if labels.size else 1, -1, np.int64)
-      for new, old in enumerate(self.classes):
-        if old < lookup.size:
-          lookup[old] = new
-      remapped = lookup[labels] if labels.size else labels
-      keep = remapped >= 0
-      images, remapped = images[keep], remapped[keep]
-      with tf.init_scope():
-        if self.crop is None and (self.size is None or self.size == images.shape[1]):
-          x = tf.constant(images.reshape(len(images), -1))  # uint8, scaled after gather
-        else:
-          x = preprocess_images(images, self.crop, self.size)
-        _TENSOR_POOLS[key] = (x, tf.constant(remapped, tf.int32))
-    return _TENSOR_POOLS[key]
+    def _tensor_pool(self, images, labels, split, data_dir):
+        key = (self.dataset, resolve_data_dir(data_dir), split, self.crop, self.size, self.classes)
+        if key not in _TENSOR_POOLS:
+            lookup = np.full(int(labels.max()) + 1 if labels.size else 1, -1, np.int64)
+            for new, old in enumerate(self.classes):
+                if old < lookup.size:
+                    lookup[old] = new
+            remapped = lookup[labels] if labels.size else labels
+            keep = remapped >= 0
+            images, remapped = images[keep], remapped[keep]
+            with tf.init_scope():
+                if self.crop is None and (self.size is None or self.size == images.shape[1]):
+                    x = tf.constant(images.reshape(len(images), -1))  # uint8, scaled after gather
+                else:
+                    x = preprocess_images(images, self.crop, self.size)
+                _TENSOR_POOLS[key] = (x, tf.constant(remapped, tf.int32))
+        return _TENSOR_POOLS[key]
 
-  def pool(self, stream: str):
-    """The cached ``(x, y)`` pool of ``"train"`` or ``"eval"`` (x uint8 or float32)."""
-    return self._pools[stream]
+    def pool(self, stream: str):
+        """The cached ``(x, y)`` pool of ``"train"`` or ``"eval"`` (x uint8 or float32)."""
+        return self._pools[stream]
 
-  @staticmethod
-  def to_float(x: tf.Tensor) -> tf.Tensor:
-    """Gathered pool rows -> float32 features in [0, 1]."""
-    return tf.cast(x, tf.float32) / 255.0 if x.dtype == tf.uint8 else x
+    @staticmethod
+    def to_float(x: tf.Tensor) -> tf.Tensor:
+        """Gathered pool rows -> float32 features in [0, 1]."""
+        return tf.cast(x, tf.float32) / 255.0 if x.dtype == tf.uint8 else x
 
-  def gather(self, stream: str, indices):
-    """Examples ``indices`` of a pool as (x float32, y int32)."""
-    x, y = self._pools[stream]
-    return self.to_float(tf.gather(x, indices)), tf.gather(y, indices)
+    def gather(self, stream: str, indices):
+        """Examples ``indices`` of a pool as (x float32, y int32)."""
+        x, y = self._pools[stream]
+        return self.to_float(tf.gather(x, indices)), tf.gather(y, indices)
 
-  def _sample(self, seed, n, stream):
-    size = tf.shape(self._pools[stream][1], out_type=tf.int32)[0]
-    indices = tf.random.stateless_uniform([n], seed, 0, size, dtype=tf.int32)
-    return self.gather(stream, indices)
+    def _sample(self, seed, n, stream):
+        size = tf.shape(self._pools[stream][1], out_type=tf.int32)[0]
+        indices = tf.random.stateless_uniform([n], seed, 0, size, dtype=tf.int32)
+        return self.gather(stream, indices)
 
-  def eval_set(self, max_examples=None):
-    """The whole eval split in dataset order (the first ``max_examples`` if given)."""
-    x, y = self._pools["eval"]
-    if max_examples is not None:
-      x, y = x[:max_examples], y[:max_examples]
-    return self.to_float(x), y
+    def eval_set(self, max_examples=None):
+        """The whole eval split in dataset order (the first ``max_examples`` if given)."""
+        x, y = self._pools["eval"]
+        if max_examples is not None:
+            x, y = x[:max_examples], y[:max_examples]
+        return self.to_float(x), y

@@ -63,59 +63,59 @@ PREFIX = "toy."
 
 
 def _uniform_points(seed, n):
-  return tf.random.stateless_uniform([n, 2], seed, -1.0, 1.0, dtype=tf.float32)
+    return tf.random.stateless_uniform([n, 2], seed, -1.0, 1.0, dtype=tf.float32)
 
 
 def _binary(condition: tf.Tensor) -> tf.Tensor:
-  return tf.cast(condition, tf.int32)
+    return tf.cast(condition, tf.int32)
 
 
 # ----------------------------------------------------------------------- label functions
 def and_label(x):
-  return _binary((x[:, 0] > 0) & (x[:, 1] > 0))
+    return _binary((x[:, 0] > 0) & (x[:, 1] > 0))
 
 
 def or_label(x):
-  return _binary((x[:, 0] > 0) | (x[:, 1] > 0))
+    return _binary((x[:, 0] > 0) | (x[:, 1] > 0))
 
 
 def xor_label(x):
-  return _binary(x[:, 0] * x[:, 1] > 0)
+    return _binary(x[:, 0] * x[:, 1] > 0)
 
 
 def nxor_label(x):
-  return _binary(x[:, 0] * x[:, 1] < 0)
+    return _binary(x[:, 0] * x[:, 1] < 0)
 
 
 def qand_label(x):
-  return _binary((x[:, 0] < 0) & (x[:, 1] > 0))
+    return _binary((x[:, 0] < 0) & (x[:, 1] > 0))
 
 
 def square_label(x, size=0.2):
-  return _binary(tf.reduce_max(tf.abs(x), axis=1) < size)
+    return _binary(tf.reduce_max(tf.abs(x), axis=1) < size)
 
 
 def cross_label(x, width=0.3):
-  return _binary((tf.abs(x[:, 0]) < width) | (tf.abs(x[:, 1]) < width))
+    return _binary((tf.abs(x[:, 0]) < width) | (tf.abs(x[:, 1]) < width))
 
 
 def triangle_label(x):
-  x0, x1 = x[:, 0], x[:, 1]
-  return _binary((x0 + x1 < 1) & (x1 - x0 < 1) & (x1 > -0.5))
+    x0, x1 = x[:, 0], x[:, 1]
+    return _binary((x0 + x1 < 1) & (x1 - x0 < 1) & (x1 > -0.5))
 
 
 def angular_slice_label(x, begin=-0.78, end=0.78):
-  angle = tf.atan2(x[:, 1], x[:, 0])
-  return _binary((angle >= begin) & (angle <= end))
+    angle = tf.atan2(x[:, 1], x[:, 0])
+    return _binary((angle >= begin) & (angle <= end))
 
 
 def circle_label(x, center, radius):
-  return _binary(tf.norm(x - center, axis=1) < radius)
+    return _binary(tf.norm(x - center, axis=1) < radius)
 
 
 def random_xor_label(x, proj, bias):
-  z = tf.matmul(x, proj) + bias
-  return _binary(z[:, 0] * z[:, 1] > 0)
+    z = tf.matmul(x, proj) + bias
+    return _binary(z[:, 0] * z[:, 1] > 0)
 
 
 # Moons live in sklearn's coordinates and are mapped into [-1, 1]^2 by this affine map.
@@ -124,103 +124,103 @@ _MOON_SHIFT = np.array([1.0, 0.5], np.float32)
 
 
 def _moon_to_unit(p):
-  return (p + _MOON_SHIFT) * _MOON_SCALE - 1.0
+    return (p + _MOON_SHIFT) * _MOON_SCALE - 1.0
 
 
 def _moon_from_unit(x):
-  return (x + 1.0) / _MOON_SCALE - _MOON_SHIFT
+    return (x + 1.0) / _MOON_SCALE - _MOON_SHIFT
 
 
 def _arc_distance(q, upper: bool):
-  """Distance from points q (relative to the arc's centre) to a unit half circle."""
-  on_side = q[:, 1] >= 0 if upper else q[:, 1] <= 0
-  to_circle = tf.abs(tf.norm(q, axis=1) - 1.0)
-  to_ends = tf.minimum(tf.norm(q - [1.0, 0.0], axis=1), tf.norm(q + [1.0, 0.0], axis=1))
-  return tf.where(on_side, to_circle, to_ends)
+    """Distance from points q (relative to the arc's centre) to a unit half circle."""
+    on_side = q[:, 1] >= 0 if upper else q[:, 1] <= 0
+    to_circle = tf.abs(tf.norm(q, axis=1) - 1.0)
+    to_ends = tf.minimum(tf.norm(q - [1.0, 0.0], axis=1), tf.norm(q + [1.0, 0.0], axis=1))
+    return tf.where(on_side, to_circle, to_ends)
 
 
 def moons_label(x):
-  """Nearest noise-free moon: 0 = upper arc (cos t, sin t), 1 = lower (1-cos t, .5-sin t)."""
-  p = _moon_from_unit(x)
-  d0 = _arc_distance(p, upper=True)
-  d1 = _arc_distance(p - [1.0, 0.5], upper=False)
-  return _binary(d1 < d0)
+    """Nearest noise-free moon: 0 = upper arc (cos t, sin t), 1 = lower (1-cos t, .5-sin t)."""
+    p = _moon_from_unit(x)
+    d0 = _arc_distance(p, upper=True)
+    d1 = _arc_distance(p - [1.0, 0.5], upper=False)
+    return _binary(d1 < d0)
 
 
 CONCENTRIC_RADII = (0.25, 0.5, 0.75, 1.0)
 
 
 def concentric_label(x):
-  """Nearest ring: class round(4 |x| - 1), clipped to 0..3."""
-  k = tf.round(tf.norm(x, axis=1) * 4.0 - 1.0)
-  return tf.cast(tf.clip_by_value(k, 0.0, 3.0), tf.int32)
+    """Nearest ring: class round(4 |x| - 1), clipped to 0..3."""
+    k = tf.round(tf.norm(x, axis=1) * 4.0 - 1.0)
+    return tf.cast(tf.clip_by_value(k, 0.0, 3.0), tf.int32)
 
 
 def blobs_label(x, centers):
-  """Nearest centre."""
-  d = tf.reduce_sum(tf.square(x[:, None, :] - centers[None]), axis=-1)
-  return tf.argmin(d, axis=1, output_type=tf.int32)
+    """Nearest centre."""
+    d = tf.reduce_sum(tf.square(x[:, None, :] - centers[None]), axis=-1)
+    return tf.argmin(d, axis=1, output_type=tf.int32)
 
 
 # ----------------------------------------------------------------------- generative samplers
 def _moons_sample(seed, n, noise=0.1):
-  s = base.split_seed(seed, 3)
-  y = tf.random.stateless_uniform([n], s[0], 0, 2, dtype=tf.int32)
-  t = tf.random.stateless_uniform([n], s[1], 0.0, math.pi)
-  outer = tf.stack([tf.cos(t), tf.sin(t)], axis=1)
-  inner = tf.stack([1.0 - tf.cos(t), 0.5 - tf.sin(t)], axis=1)
-  p = tf.where(y[:, None] == 1, inner, outer)
-  p += noise * tf.random.stateless_normal([n, 2], s[2])
-  return _moon_to_unit(p), y
+    s = base.split_seed(seed, 3)
+    y = tf.random.stateless_uniform([n], s[0], 0, 2, dtype=tf.int32)
+    t = tf.random.stateless_uniform([n], s[1], 0.0, math.pi)
+    outer = tf.stack([tf.cos(t), tf.sin(t)], axis=1)
+    inner = tf.stack([1.0 - tf.cos(t), 0.5 - tf.sin(t)], axis=1)
+    p = tf.where(y[:, None] == 1, inner, outer)
+    p += noise * tf.random.stateless_normal([n, 2], s[2])
+    return _moon_to_unit(p), y
 
 
 def _concentric_sample(seed, n, noise=0.04):
-  s = base.split_seed(seed, 3)
-  y = tf.random.stateless_uniform([n], s[0], 0, len(CONCENTRIC_RADII), dtype=tf.int32)
-  angle = tf.random.stateless_uniform([n], s[1], 0.0, 2.0 * math.pi)
-  radius = tf.gather(tf.constant(CONCENTRIC_RADII, tf.float32), y)
-  x = radius[:, None] * tf.stack([tf.cos(angle), tf.sin(angle)], axis=1)
-  return x + noise * tf.random.stateless_normal([n, 2], s[2]), y
+    s = base.split_seed(seed, 3)
+    y = tf.random.stateless_uniform([n], s[0], 0, len(CONCENTRIC_RADII), dtype=tf.int32)
+    angle = tf.random.stateless_uniform([n], s[1], 0.0, 2.0 * math.pi)
+    radius = tf.gather(tf.constant(CONCENTRIC_RADII, tf.float32), y)
+    x = radius[:, None] * tf.stack([tf.cos(angle), tf.sin(angle)], axis=1)
+    return x + noise * tf.random.stateless_normal([n, 2], s[2]), y
 
 
 def _blobs_sample(seed, n, centers, std=0.1):
-  s = base.split_seed(seed, 2)
-  y = tf.random.stateless_uniform([n], s[0], 0, centers.shape[0], dtype=tf.int32)
-  return tf.gather(centers, y) + std * tf.random.stateless_normal([n, 2], s[1]), y
+    s = base.split_seed(seed, 2)
+    y = tf.random.stateless_uniform([n], s[0], 0, centers.shape[0], dtype=tf.int32)
+    return tf.gather(centers, y) + std * tf.random.stateless_normal([n, 2], s[1]), y
 
 
 # ----------------------------------------------------------------------- per-task parameters
 def _param_seed(task_seed: int, slot: int):
-  return tf.constant([task_seed, slot], tf.int64)
+    return tf.constant([task_seed, slot], tf.int64)
 
 
 def circle_params(task_seed: int) -> dict:
-  """Centre ~ U([-1,1]^2), radius ~ U[0.2, 0.7), from the task seed."""
-  center = tf.random.stateless_uniform([2], _param_seed(task_seed, 1), -1.0, 1.0)
-  radius = tf.random.stateless_uniform([], _param_seed(task_seed, 2), 0.2, 0.7)
-  return {"center": center, "radius": radius}
+    """Centre ~ U([-1,1]^2), radius ~ U[0.2, 0.7), from the task seed."""
+    center = tf.random.stateless_uniform([2], _param_seed(task_seed, 1), -1.0, 1.0)
+    radius = tf.random.stateless_uniform([], _param_seed(task_seed, 2), 0.2, 0.7)
+    return {"center": center, "radius": radius}
 
 
 def random_xor_params(task_seed: int) -> dict:
-  """Projection ~ U[-1,1]^{2x2}, bias ~ U[-0.5,0.5]^2, from the task seed."""
-  proj = tf.random.stateless_uniform([2, 2], _param_seed(task_seed, 3), -1.0, 1.0)
-  bias = tf.random.stateless_uniform([2], _param_seed(task_seed, 4), -0.5, 0.5)
-  return {"proj": proj, "bias": bias}
+    """Projection ~ U[-1,1]^{2x2}, bias ~ U[-0.5,0.5]^2, from the task seed."""
+    proj = tf.random.stateless_uniform([2, 2], _param_seed(task_seed, 3), -1.0, 1.0)
+    bias = tf.random.stateless_uniform([2], _param_seed(task_seed, 4), -0.5, 0.5)
+    return {"proj": proj, "bias": bias}
 
 
 def blobs_params(task_seed: int, num_blobs: int = 5) -> dict:
-  """Centres ~ U([-1,1]^2) (``num_blobs`` of them), from the task seed."""
-  centers = tf.random.stateless_uniform([num_blobs, 2], _param_seed(task_seed, 5), -1.0, 1.0)
-  return {"centers": centers}
+    """Centres ~ U([-1,1]^2) (``num_blobs`` of them), from the task seed."""
+    centers = tf.random.stateless_uniform([num_blobs, 2], _param_seed(task_seed, 5), -1.0, 1.0)
+    return {"centers": centers}
 
 
 # ----------------------------------------------------------------------- registry
 @dataclasses.dataclass(frozen=True)
 class _ToyDef:
-  num_classes: int
-  label_fn: Callable  # (x, **params) -> y
-  sampler: Callable | None = None  # (seed, n, **params) -> (x, y); None = x ~ U + label_fn
-  params_fn: Callable | None = None  # task_seed -> params dict (the task takes ``seed=``)
+    num_classes: int
+    label_fn: Callable  # (x, **params) -> y
+    sampler: Callable | None = None  # (seed, n, **params) -> (x, y); None = x ~ U + label_fn
+    params_fn: Callable | None = None  # task_seed -> params dict (the task takes ``seed=``)
 
 
 _TOYS: dict[str, _ToyDef] = {
@@ -244,48 +244,48 @@ TOY_TASKS: tuple[str, ...] = tuple(PREFIX + name for name in _TOYS)
 
 
 class ToyTask(base.Task):
-  """A 2-D toy task (see the module docstring for the definitions).
+    """A 2-D toy task (see the module docstring for the definitions).
 
-  ``label_fn(x)`` labels given points (float32 ``[N, 2]`` -> int32 ``[N]``); ``params``
-  holds the per-task random parameters (circles: center, radius; blobs: centers;
-  random_xor: proj, bias), as float32 tensors.
-  """
+    ``label_fn(x)`` labels given points (float32 ``[N, 2]`` -> int32 ``[N]``); ``params``
+    holds the per-task random parameters (circles: center, radius; blobs: centers;
+    random_xor: proj, bias), as float32 tensors.
+    """
 
-  input_size = 2
+    input_size = 2
 
-  def __init__(self, spec: TaskSpec):
-    short = spec.name[len(PREFIX):]
-    if short not in _TOYS:
-      raise ValueError(f"Unknown toy task {spec.name!r}; toy tasks: {', '.join(TOY_TASKS)}.")
-    definition = _TOYS[short]
-    check_keys(spec, ("seed",) if definition.params_fn else ())
-    opts = spec.option_dict
-    self.task_seed = parse_int(spec, "seed", opts["seed"], 0) if "seed" in opts else 0
-    with tf.init_scope():
-      self.params = definition.params_fn(self.task_seed) if definition.params_fn else {}
-    self._def = definition
-    self.name = spec.name
-    self.spec = str(spec)
-    self.num_classes = definition.num_classes
+    def __init__(self, spec: TaskSpec):
+        short = spec.name[len(PREFIX):]
+        if short not in _TOYS:
+            raise ValueError(f"Unknown toy task {spec.name!r}; toy tasks: {', '.join(TOY_TASKS)}.")
+        definition = _TOYS[short]
+        check_keys(spec, ("seed",) if definition.params_fn else ())
+        opts = spec.option_dict
+        self.task_seed = parse_int(spec, "seed", opts["seed"], 0) if "seed" in opts else 0
+        with tf.init_scope():
+            self.params = definition.params_fn(self.task_seed) if definition.params_fn else {}
+        self._def = definition
+        self.name = spec.name
+        self.spec = str(spec)
+        self.num_classes = definition.num_classes
 
-  def label_fn(self, x) -> tf.Tensor:
-    """Labels points ``x`` (``[N, 2]``) by this task's rule (nearest class for moons etc.)."""
-    return self._def.label_fn(tf.convert_to_tensor(x, tf.float32), **self.params)
+    def label_fn(self, x) -> tf.Tensor:
+        """Labels points ``x`` (``[N, 2]``) by this task's rule (nearest class for moons etc.)."""
+        return self._def.label_fn(tf.convert_to_tensor(x, tf.float32), **self.params)
 
-  def _sample(self, seed, n, stream):
-    del stream  # train and eval differ by the seed folding in base.Task
-    if self._def.sampler is not None:
-      return self._def.sampler(seed, n, **self.params)
-    x = _uniform_points(seed, n)
-    return x, self.label_fn(x)
+    def _sample(self, seed, n, stream):
+        del stream  # train and eval differ by the seed folding in base.Task
+        if self._def.sampler is not None:
+            return self._def.sampler(seed, n, **self.params)
+        x = _uniform_points(seed, n)
+        return x, self.label_fn(x)
 
-  def eval_set(self, max_examples=None):
-    """A fixed draw of 10000 eval-stream examples (``max_examples`` keeps the first ones)."""
-    x, y = self.sample_eval(tf.constant(base.EVAL_SET_SEED, tf.int64), base.EVAL_SET_SIZE)
-    if max_examples is not None:
-      x, y = x[:max_examples], y[:max_examples]
-    return x, y
+    def eval_set(self, max_examples=None):
+        """A fixed draw of 10000 eval-stream examples (``max_examples`` keeps the first ones)."""
+        x, y = self.sample_eval(tf.constant(base.EVAL_SET_SEED, tf.int64), base.EVAL_SET_SIZE)
+        if max_examples is not None:
+            x, y = x[:max_examples], y[:max_examples]
+        return x, y
 
 
 def make_toy_task(spec: TaskSpec) -> ToyTask:
-  return ToyTask(spec)
+    return ToyTask(spec)
