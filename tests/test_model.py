@@ -9,13 +9,14 @@ import pytest
 import tensorflow as tf
 
 from blur_tf import BlurDense, BlurModel, BlurNetwork, Genome, Rule
+from blur_tf.tasks import get_task
 from tests.test_network import SIZES, _data, _max_rel, sgd_reference
 
 
 def xor_data(n, seed):
-    """A built-in xor sample: x ~ U[-1, 1]², class 1 iff x0·x1 > 0."""
-    x = np.random.default_rng(seed).uniform(-1, 1, (n, 2)).astype(np.float32)
-    return x, (x[:, 0] * x[:, 1] > 0).astype(np.int32)
+    """n fresh points of toy.xor (x ~ U[-1, 1]², class 1 iff x0·x1 > 0) as numpy arrays."""
+    x, y = get_task("toy.xor").sample_train(tf.constant([seed, 0]), n)
+    return x.numpy(), y.numpy()
 
 
 def test_fit_with_backprop_genome_equals_sgd():
