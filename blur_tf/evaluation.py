@@ -29,9 +29,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import json
 import os
-import tempfile
 import time
 from typing import Callable, Sequence
 
@@ -39,6 +37,7 @@ import numpy as np
 import tensorflow as tf
 
 from blur_tf import baselines
+from blur_tf.files import atomic_write
 from blur_tf.genome import Genome
 from blur_tf.network import BlurNetwork
 from blur_tf.rule import Rule
@@ -100,19 +99,8 @@ def parse_rule_overrides(text: str | None) -> dict:
 
 def read_genome_file(path: str) -> tuple[Genome, dict | None]:
     """(genome, metadata rule dict or None) from a genome.json; ValueError if malformed."""
-    if not os.path.isfile(path):
-        raise ValueError(f"genome file {path!r} does not exist")
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"genome file {path} is not valid JSON: {e}") from None
-    try:
-        genome = Genome.from_dict(data)
-    except ValueError as e:
-        raise ValueError(f"genome file {path}: {e}") from None
-    metadata = data.get("metadata") or {}
-    rule = metadata.get("rule") if isinstance(metadata, dict) else None
+    genome, metadata = Genome.load_with_metadata(path)
+    rule = metadata.get("rule")
     if rule is not None and not isinstance(rule, dict):
         raise ValueError(f"genome file {path}: metadata.rule must be a dict, got {rule!r}")
     return genome, rule
@@ -417,20 +405,6 @@ def generalization_table(runs: Sequence[dict]) -> str:
                      [fmt(cells) for cells in lines])
 
 
-def _atomic_write(path: str, write: Callable, suffix: str, binary: bool = False) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=suffix)
-    try:
-        with os.fdopen(fd, "wb" if binary else "w") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def write_csv_atomic(path: str, rows: Sequence[dict]) -> None:
     """Writes rows (dicts with equal keys) as CSV via a temporary file and an atomic rename."""
     buffer = io.StringIO()
@@ -438,7 +412,7 @@ def write_csv_atomic(path: str, rows: Sequence[dict]) -> None:
         writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    _atomic_write(path, lambda f: f.write(buffer.getvalue()), ".csv")
+    atomic_write(path, lambda f: f.write(buffer.getvalue()))
 
 
 def plot_curves(runs: Sequence[dict], path: str) -> None:
@@ -479,7 +453,7 @@ def plot_curves(runs: Sequence[dict], path: str) -> None:
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     fig.tight_layout()
-    _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110), ".png", binary=True)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110), binary=True)
     plt.close(fig)
 
 

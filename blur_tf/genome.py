@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
+
+from blur_tf.files import write_json_atomic
 
 FORMAT_NAME = "blur_tf.genome"
 FORMAT_VERSION = 1
@@ -229,31 +230,30 @@ class Genome(NamedTuple):
     @classmethod
     def load(cls, path: str) -> "Genome":
         """Reads a genome written by `save`; ValueError if the file is not a valid genome."""
+        return cls.load_with_metadata(path)[0]
+
+    @classmethod
+    def load_with_metadata(cls, path: str) -> tuple["Genome", dict]:
+        """(genome, its `metadata` dict or {}) from a file written by `save`.
+
+        The meta-trainer records provenance there, including the `rule` the genome was trained
+        under (`Rule.from_dict(metadata["rule"])`).
+        """
+        if not os.path.isfile(path):
+            raise ValueError(f"genome file {path} does not exist")
         try:
             with open(path) as f:
                 d = json.load(f)
         except json.JSONDecodeError as e:
             raise ValueError(f"genome file {path} is not valid JSON: {e}") from None
         try:
-            return cls.from_dict(d)
+            genome = cls.from_dict(d)
         except ValueError as e:
             raise ValueError(f"genome file {path}: {e}") from None
-
-
-def write_json_atomic(path: str, data) -> None:
-    """Writes `data` as JSON to `path` via a temporary file and an atomic rename."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+        metadata = d.get("metadata") or {}
+        if not isinstance(metadata, dict):
+            raise ValueError(f"genome file {path}: metadata must be a JSON object")
+        return genome, metadata
 
 
 def _check_num_states(k, what="num_states"):

@@ -29,7 +29,7 @@ import time
 from absl import app, flags, logging
 
 from blur_tf import baselines, evaluation
-from blur_tf.genome import write_json_atomic
+from blur_tf.files import write_json_atomic
 
 DEFAULT_STEPS = (1, 5, 10, 20, 50, 100, 200)
 

@@ -180,7 +180,8 @@ def run(values: dict, argv=None) -> dict:
     out_dir = os.path.abspath(values["out_dir"])
     check_resume(out_dir, values)
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    from blur_tf.genome import Genome, write_json_atomic  # pylint: disable=g-import-not-at-top
+    from blur_tf.files import write_json_atomic  # pylint: disable=g-import-not-at-top
+    from blur_tf.genome import Genome  # pylint: disable=g-import-not-at-top
     from blur_tf import meta  # pylint: disable=g-import-not-at-top
     from blur_tf.meta import report  # pylint: disable=g-import-not-at-top
     from blur_tf.tasks import get_task  # pylint: disable=g-import-not-at-top
