@@ -107,10 +107,13 @@ class BlurNetwork:
         if callable(batches):
             return self._unroll(genome, synapses, batches, length)
         xs, ys = _as_float(batches[0]), _as_labels(batches[1])
+        if xs.shape[:-1] != ys.shape or xs.shape.rank not in (3, 4):
+            raise ValueError(f"batches must be xs [T, (P,) B, n] and ys [T, (P,) B], got "
+                             f"{list(xs.shape)} and {list(ys.shape)}")
         if hasattr(length, "numpy"):
             if int(length) > xs.shape[0]:
                 raise ValueError(f"unroll length {int(length)} exceeds the {xs.shape[0]} batches")
-            self._check(genome, synapses, xs[0], ys[0])
+            self._check(genome, synapses, tf.reshape(xs, [-1, xs.shape[-1]]), tf.reshape(ys, [-1]))
         return self._compiled_unroll(genome, synapses, xs, ys, length)
 
     # ----------------------------------------------------------------------------- internals

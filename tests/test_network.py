@@ -205,6 +205,19 @@ def test_bad_batches_raise_value_error(bad, message):
         net.step(Genome.random(2, seed=0), net.init_synapses(), x, y)
 
 
+def test_unroll_checks_every_batch_and_the_length():
+    net = BlurNetwork([6, 8, 3], Rule())
+    genome, synapses = Genome.random(2, seed=0), net.init_synapses()
+    xs, ys = _data(4, 8, [6, 8, 3])
+    xs[3, 0, 0] = np.inf
+    with pytest.raises(ValueError, match="non-finite"):
+        net.unroll(genome, synapses, (xs, ys), 2)
+    with pytest.raises(ValueError, match="exceeds the 4 batches"):
+        net.unroll(genome, synapses, (xs, ys), 5)
+    with pytest.raises(ValueError, match="batches must be"):
+        net.unroll(genome, synapses, (xs, ys[:, :4]), 2)
+
+
 def test_genome_with_wrong_k_is_rejected():
     net = BlurNetwork([6, 8, 3], Rule(num_states=3))
     xs, ys = _data(1, 8, [6, 8, 3])
