@@ -172,18 +172,43 @@ class BlurNetwork:
     def _unroll_tensors(self, genome, synapses, xs, ys, length):
         return self._unroll(genome, synapses, lambda t: (xs[t], ys[t]), length)
 
-    def _unroll(self, genome, synapses, batch_fn: Callable, length):
+    def _unroll(self, genome, synapses, batch_fn: Callable, length, observe=None):
+        """The inner loop. `observe(forwards)`, if given, is recorded before the first step and
+        after every step; returns (final synapses, stacked observations [length + 1, …])."""
         forwards, backwards = self.to_channel_major(synapses)
+        observed = tf.TensorArray(tf.float32, size=length + 1)
+        if observe is not None:
+            observed = observed.write(0, observe(forwards))
 
-        def body(t, forwards, backwards):
+        def body(t, forwards, backwards, observed):
             x, y = batch_fn(t)
             forwards, backwards, _ = self.step_channel_major(
                 genome, forwards, backwards, _with_population(x), _with_population(y))
-            return t + 1, forwards, backwards
+            if observe is not None:
+                observed = observed.write(t + 1, observe(forwards))
+            return t + 1, forwards, backwards, observed
 
-        _, forwards, backwards = tf.while_loop(lambda t, *_: t < length, body,
-                                               (tf.constant(0), forwards, backwards))
-        return self.from_channel_major(forwards, backwards)
+        _, forwards, backwards, observed = tf.while_loop(
+            lambda t, *_: t < length, body, (tf.constant(0), forwards, backwards, observed))
+        synapses = self.from_channel_major(forwards, backwards)
+        return (synapses, observed.stack()) if observe is not None else synapses
+
+    def accuracy_curve(self, genome: Genome, synapses, batch_fn: Callable, length, x, y):
+        """Accuracy on the held-out (x [(P,) N, n_0], y [(P,) N]) before the first inner step and
+        after each of `length` steps on `batch_fn(t)`; the loop is the one `unroll` runs.
+
+        Returns (curve [P, length + 1], final synapses). Build it inside a `tf.function`.
+        """
+        x, y = _with_population(_as_float(x)), _with_population(_as_labels(y))
+
+        def accuracy(forwards):
+            logits = self.predict_channel_major(genome, forwards, x)
+            correct = tf.equal(tf.argmax(logits, -1, output_type=tf.int32), y)
+            return tf.reduce_mean(tf.cast(correct, tf.float32), axis=-1)
+
+        synapses, curve = self._unroll(genome, synapses, batch_fn,
+                                       tf.convert_to_tensor(length, tf.int32), observe=accuracy)
+        return tf.transpose(curve), synapses
 
     def _check(self, genome, synapses, x, y=None):
         self.rule.check_genome(genome)

@@ -160,6 +160,24 @@ def test_unroll_does_not_retrace_and_equals_steps():
         np.testing.assert_allclose(v, v1, rtol=1e-5, atol=1e-6)
 
 
+def test_accuracy_curve_matches_predictions_along_the_unroll():
+    net = BlurNetwork([6, 8, 3], Rule())
+    genome = Genome.random(2, seed=0, population=2)
+    synapses = net.init_synapses(2, seed=0)
+    xs, ys = _data(4, 16, [6, 8, 3])
+    x_eval, y_eval = _data(1, 64, [6, 8, 3], seed=1)
+    xs_t, ys_t = tf.constant(xs), tf.constant(ys)
+    curve, final = tf.function(lambda: net.accuracy_curve(
+        genome, synapses, lambda t: (xs_t[t], ys_t[t]), 4, x_eval[0], y_eval[0]))()
+    assert curve.shape == (2, 5)
+    for t in (0, 2, 4):
+        after = net.unroll(genome, synapses, (xs, ys), t)
+        expected = np.mean(np.argmax(net.predict(genome, after, x_eval[0]), -1) == y_eval[0], -1)
+        np.testing.assert_allclose(curve[:, t], expected, atol=1e-6)
+    np.testing.assert_allclose(final[0][0], net.unroll(genome, synapses, (xs, ys), 4)[0][0],
+                               rtol=1e-6)
+
+
 def test_unroll_is_differentiable_in_the_genome():
     net = BlurNetwork([6, 8, 3], Rule())
     genome = Genome.random(2, seed=0).as_variables()

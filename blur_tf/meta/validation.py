@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from blur_tf.genome import Genome
 from blur_tf.meta import seeds
-from blur_tf.meta.estimators import per_genome_mean, repeat_genome
+from blur_tf.meta.estimators import repeat_genome
 from blur_tf.meta.problem import check_hidden_sizes, sample_members, task_name
 from blur_tf.network import BlurNetwork
 from blur_tf.rule import Rule
@@ -98,26 +98,9 @@ class Validator:
                 x, y = sample_members(task, seeds.fold(data_seed, t), m, batch, "train")
                 return tile(x), tile(y)
 
-            def accuracy(forwards):
-                logits = network.predict_channel_major(members, forwards, x_eval)
-                correct = tf.equal(tf.argmax(logits, -1, output_type=tf.int32), y_eval)
-                return per_genome_mean(tf.reduce_mean(tf.cast(correct, tf.float32), -1),
-                                       num_genomes)
-
             synapses = tf.nest.map_structure(tile, synapses)
-            forwards, backwards = network.to_channel_major(synapses)
-            curve = tf.TensorArray(tf.float32, size=length + 1)
-            curve = curve.write(0, accuracy(forwards))
-
-            def body(t, forwards, backwards, curve):
-                x, y = batch_fn(t)
-                forwards, backwards, _ = network.step_channel_major(members, forwards,
-                                                                    backwards, x, y)
-                return t + 1, forwards, backwards, curve.write(t + 1, accuracy(forwards))
-
-            _, _, _, curve = tf.while_loop(lambda t, *_: t < length, body,
-                                           (tf.constant(0), forwards, backwards, curve))
-            return tf.transpose(curve.stack())  # [G, length + 1]
+            curve, _ = network.accuracy_curve(members, synapses, batch_fn, length, x_eval, y_eval)
+            return tf.reduce_mean(tf.reshape(curve, [num_genomes, m, -1]), axis=1)  # [G, T + 1]
 
         return curve
 
