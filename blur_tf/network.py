@@ -201,13 +201,11 @@ class BlurNetwork:
         """
         x, y = _with_population(_as_float(x)), _with_population(_as_labels(y))
 
-        def accuracy(forwards):
-            logits = self.predict_channel_major(genome, forwards, x)
-            correct = tf.equal(tf.argmax(logits, -1, output_type=tf.int32), y)
-            return tf.reduce_mean(tf.cast(correct, tf.float32), axis=-1)
+        def observe(forwards):
+            return accuracy(self.predict_channel_major(genome, forwards, x), y)
 
         synapses, curve = self._unroll(genome, synapses, batch_fn,
-                                       tf.convert_to_tensor(length, tf.int32), observe=accuracy)
+                                       tf.convert_to_tensor(length, tf.int32), observe=observe)
         return tf.transpose(curve), synapses
 
     def _check(self, genome, synapses, x, y=None):
@@ -222,6 +220,12 @@ class BlurNetwork:
                                  f"{list(v.shape)}; expected [P, {n + 1}, {m}, {k}], "
                                  f"[P, {m}, {n}, {k}]")
         check_batch(self.layer_sizes, x, y)
+
+
+def accuracy(logits, labels):
+    """Fraction of argmax(logits) == labels over the last axis: logits [..., B, C] → [...]."""
+    correct = tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels)
+    return tf.reduce_mean(tf.cast(correct, tf.float32), axis=-1)
 
 
 def _as_float(x):

@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from blur_tf.genome import Genome
 from blur_tf.meta.problem import InnerProblem
+from blur_tf.network import accuracy
 
 
 def repeat_genome(genome: Genome, times: int) -> Genome:
@@ -68,7 +69,5 @@ class FullUnrollGradient:
             total = tf.reduce_sum(losses)
         gradients = tape.gradient(total, list(genome_variables),
                                   unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        accuracy = tf.reduce_mean(
-            tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), y_eval), tf.float32),
-            axis=-1)
-        return losses, Genome(*gradients), {"task_ids": task_ids, "accuracy": accuracy}
+        return losses, Genome(*gradients), {"task_ids": task_ids,
+                                            "accuracy": accuracy(logits, y_eval)}
