@@ -1,9 +1,10 @@
-"""Atomic file writes: a temporary file in the target folder, then an atomic rename."""
+"""Atomic writes: a temporary file (or folder) beside the target, then an atomic rename."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from typing import Any, Callable, IO
 
@@ -30,3 +31,53 @@ def atomic_write(path: str, write: Callable[[IO], Any], binary: bool = False) ->
 def write_json_atomic(path: str, data) -> None:
     """Writes `data` as indented JSON to `path` atomically."""
     atomic_write(path, lambda f: (json.dump(data, f, indent=1), f.write("\n")))
+
+
+def check_output_directory(path: str, overwrite: bool = False) -> str:
+    """ValueError naming the problem unless a folder can be written at `path`; its absolute path.
+
+    Refused: `path` is a file, or a non-empty folder (unless `overwrite`), or the nearest
+    existing ancestor is not a writable folder (missing parents are created on write).
+    """
+    path = os.path.abspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"output path {path} exists and is not a folder")
+    if os.path.isdir(path) and os.listdir(path) and not overwrite:
+        raise ValueError(f"output folder {path} exists and is not empty (pass overwrite to "
+                         f"replace it)")
+    ancestor = os.path.dirname(path)
+    while not os.path.exists(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor) or not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write {path}: {ancestor} is not a writable folder")
+    return path
+
+
+def write_directory_atomic(path: str, write: Callable[[str], Any],
+                           overwrite: bool = False) -> None:
+    """Calls `write(tmp)` on a fresh temporary folder beside `path`, then renames it to `path`.
+
+    Checked first with `check_output_directory`. On any error the temporary folder is removed
+    and `path` is untouched. With `overwrite`, an existing `path` is moved aside, replaced by
+    the new folder, then deleted, so `path` is always either the old or the complete new folder
+    (it is briefly absent between the two renames). Without it, an empty folder is replaced.
+    """
+    path = check_output_directory(path, overwrite)
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    name = os.path.basename(path)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=f".tmp-{name}-")
+    old = None
+    try:
+        write(tmp)
+        if overwrite and os.path.isdir(path):
+            old = tempfile.mkdtemp(dir=parent, prefix=f".old-{name}-")
+            os.replace(path, old)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and not os.path.exists(path):
+            os.replace(old, path)
+        raise
+    if old is not None:
+        shutil.rmtree(old)

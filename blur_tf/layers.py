@@ -18,7 +18,8 @@ def init_layer_synapses(fan_in: int, units: int, rule: Rule, population: int, se
     Kernels are Glorot-uniform (±sqrt(6 / (fan_in + units)), as Keras Dense), the bias row is 0.
     Every channel draws its own kernel (single-channel rules repeat channel 0); asymmetric
     backward synapses draw independently, symmetric ones are the forward kernel transposed.
-    Deterministic in (`seed`, `layer_index`), via stateless random ops.
+    Deterministic in (`seed`, `layer_index`), via stateless random ops; `seed` may be a scalar
+    integer tensor (the exported learner's `reset` signature draws in-graph).
 
     Returns: forward [P, fan_in + 1, units, K] and backward [P, units, fan_in, K].
     """
@@ -27,8 +28,10 @@ def init_layer_synapses(fan_in: int, units: int, rule: Rule, population: int, se
     limit = float(np.sqrt(6.0 / (fan_in + units)))
 
     def draw(shape, salt):
-        values = tf.random.stateless_uniform([population, *shape, channels],
-                                             [int(seed), 2 * int(layer_index) + salt], -limit, limit)
+        stream = tf.stack([tf.cast(seed, tf.int64), tf.constant(2 * int(layer_index) + salt,
+                                                                tf.int64)])
+        values = tf.random.stateless_uniform([population, *shape, channels], stream,
+                                             -limit, limit)
         return tf.tile(values, [1, 1, 1, k // channels]) if channels == 1 else values
 
     kernel = draw([fan_in, units], 0)

@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from blur_tf import rule as rule_lib
+from blur_tf.files import write_directory_atomic
 from blur_tf.genome import Genome
 from blur_tf.layers import BlurDense, from_channel_major, init_layer_synapses, to_channel_major
 from blur_tf.rule import Rule
@@ -345,6 +346,25 @@ class BlurModel(keras.Model):
             if x.ndim != 2:
                 raise ValueError(f"BlurModel inputs must be [N, {self.layer_sizes[0]}], "
                                  f"got {list(x.shape)}")
+
+    def export(self, filepath, format="tf_saved_model", verbose=False, input_signature=None,
+               overwrite=False, **kwargs):
+        """Keras export; a `tf_saved_model` is a serving SavedModel of the current synapses.
+
+        Its `serve` (= `serving_default`) signature maps x [B, n_0] float32 to logits [B, n_L]
+        (any B unless `input_signature` says otherwise); plain `tf.saved_model.load` runs it.
+        The folder is written to a temporary sibling and renamed (nothing half-made on
+        failure); an existing non-empty folder is refused unless `overwrite`. `verbose` is off
+        by default because Keras would print the temporary folder's name. For a SavedModel that
+        keeps learning, see `blur_tf.export.export_learner`. Other formats go to Keras as is.
+        """
+        if input_signature is None:
+            input_signature = [tf.TensorSpec([None, self.layer_sizes[0]], tf.float32, name="x")]
+        if format != "tf_saved_model":
+            return super().export(filepath, format, verbose, input_signature, **kwargs)
+        write_directory_atomic(
+            str(filepath), lambda folder: keras.Model.export(
+                self, folder, format, verbose, input_signature, **kwargs), overwrite)
 
     def get_config(self):
         config = super().get_config()
