@@ -1,11 +1,12 @@
 # Two entry points (see README): `make run` (main job) and `make test` (test suite).
 # Both create or reuse the virtual environment .venv in this checkout and install the pinned
-# requirements into it first.
+# requirements into it first. `make bazel-test` runs the suite again under Bazel (README, "Bazel");
+# it installs no Bazel: when `bazel` is not on PATH it says how to get it and stops.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test benchmark clean
+.PHONY: run test bazel-test benchmark clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +19,20 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests
+
+BAZEL ?= bazel
+BAZEL_FLAGS ?=
+BLUR_TFDS_MANUAL_DIR ?= $(abspath $(CURDIR)/..)/shared/data
+
+# Bazel 4 (WORKSPACE) runs every target with $(PY), so the virtualenv comes first.
+bazel-test:
+	@command -v $(BAZEL) >/dev/null 2>&1 || { \
+	  echo "make bazel-test: '$(BAZEL)' is not on PATH; nothing was installed. Install Bazel first," >&2; \
+	  echo "  on Debian/Ubuntu (Bazel 4.2.3, ~38 MB): sudo apt-get install -y bazel-bootstrap" >&2; \
+	  echo "  or Bazel 7+ through Bazelisk (uses MODULE.bazel; see README, section Bazel)." >&2; \
+	  exit 1; }
+	@$(MAKE) --no-print-directory $(VENV)/.installed
+	BLUR_TFDS_MANUAL_DIR="$(BLUR_TFDS_MANUAL_DIR)" $(BAZEL) test $(BAZEL_FLAGS) //...
 
 benchmark: $(VENV)/.installed
 	$(PY) -m launchers.benchmark

@@ -1,8 +1,11 @@
-"""Entry point for Bazel py_test targets: runs pytest on the files given as arguments."""
+"""Entry point for Bazel py_test targets: runs pytest on the files given as arguments.
+
+No cache provider: the runfiles tree is Bazel's, not a place for .pytest_cache.
+"""
 
 import sys
 
 import pytest
 
 if __name__ == "__main__":
-    sys.exit(pytest.main(["-q", *sys.argv[1:]]))
+    sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", *sys.argv[1:]]))
