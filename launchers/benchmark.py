@@ -6,8 +6,14 @@ every matmul and state mixing (2 per multiply-add) in each step, as implemented;
 work (activations, normalization, gates) is left out of both counts.
 
     python -m launchers.benchmark            # the README table
+    python -m launchers.benchmark --layer_sizes=100,64,10 --num_states=2 --xla=false
+
+Flags are checked before any timing; a bad value exits with status 2 and a one-line message.
 """
 
+from __future__ import annotations
+
+import dataclasses
 import time
 
 import numpy as np
@@ -15,16 +21,68 @@ import tensorflow as tf
 from absl import app, flags
 
 from blur_tf import BlurNetwork, Genome, Rule
+from launchers import parse_ints, settings_or_exit
 
-FLAGS = flags.FLAGS
-flags.DEFINE_list("layer_sizes", ["100,64,10", "784,256,10"],
-                  "Networks to time; each entry is comma-separated sizes joined by ';' or given "
-                  "as separate --layer_sizes entries with '-' between sizes (e.g. 784-256-10).")
-flags.DEFINE_list("num_states", ["2", "4"], "K values to time.")
-flags.DEFINE_integer("batch_size", 128, "Batch size.")
-flags.DEFINE_integer("steps", 50, "Inner steps per timed run.")
-flags.DEFINE_integer("repeats", 7, "Timed runs; the median is reported.")
-flags.DEFINE_list("xla", ["false", "true"], "Whether to time without and/or with XLA.")
+MIN_NETWORK_SIZES = 2  # input and output
+
+
+def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
+    """Defines this launcher's flags on `fv` (the global FLAGS when run as a program)."""
+    flags.DEFINE_multi_string(
+        "layer_sizes", ["100,64,10", "784,256,10"],
+        "One network to time: its layer sizes, input first and classes last, separated by ',' "
+        "or '-' (100,64,10 or 100-64-10); repeat the flag or separate networks with ';' to "
+        "time several.", flag_values=fv)
+    flags.DEFINE_list("num_states", ["2", "4"], "K values to time (each >= 2).", flag_values=fv)
+    flags.DEFINE_integer("batch_size", 128, "Batch size (>= 1).", flag_values=fv)
+    flags.DEFINE_integer("steps", 50, "Inner steps per timed run (>= 1).", flag_values=fv)
+    flags.DEFINE_integer("repeats", 7, "Timed runs (>= 1); the median is reported.",
+                         flag_values=fv)
+    flags.DEFINE_list("xla", ["false", "true"], "Time without (false) and/or with (true) XLA.",
+                      flag_values=fv)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Validated flags (see their help)."""
+
+    networks: tuple  # of layer-size tuples
+    num_states: tuple
+    batch_size: int
+    steps: int
+    repeats: int
+    xla: tuple  # of bools
+
+
+def _network(text: str) -> tuple[int, ...]:
+    try:
+        sizes = [int(v) for v in text.replace("-", ",").split(",")]
+    except ValueError:
+        sizes = []
+    if len(sizes) < MIN_NETWORK_SIZES or any(n < 1 for n in sizes):
+        raise ValueError(f"--layer_sizes: a network is >= 2 positive integer sizes, input "
+                         f"first and classes last, separated by ',' or '-' (e.g. 100,64,10), "
+                         f"got {text!r}")
+    return tuple(sizes)
+
+
+def settings_from_flags(fv: flags.FlagValues = flags.FLAGS) -> Settings:
+    """Validates parsed flags; ValueError naming the first problem (nothing is timed yet)."""
+    networks = tuple(_network(t) for value in fv.layer_sizes for t in value.split(";")
+                     if t.strip())
+    if not networks:
+        raise ValueError("--layer_sizes is empty")
+    num_states = tuple(parse_ints(fv.num_states, "num_states"))
+    if not num_states or any(k < 2 for k in num_states):
+        raise ValueError(f"--num_states must be integers >= 2, got {list(fv.num_states)}")
+    for name in ("batch_size", "steps", "repeats"):
+        if fv[name].value < 1:
+            raise ValueError(f"--{name} must be >= 1, got {fv[name].value}")
+    xla = [x.strip().lower() for x in fv.xla]
+    if not xla or any(x not in ("true", "false") for x in xla):
+        raise ValueError(f"--xla takes true and/or false, got {list(fv.xla)}")
+    return Settings(networks, num_states, fv.batch_size, fv.steps, fv.repeats,
+                    tuple(x == "true" for x in xla))
 
 
 def sgd_flops(sizes, batch):
@@ -93,28 +151,34 @@ def time_blur(sizes, rule, xs, ys, steps, repeats, jit):
     return _median_time(run, repeats) / steps
 
 
-def main(argv):
-    del argv
-    print(f"batch {FLAGS.batch_size}, median of {FLAGS.repeats} runs of {FLAGS.steps} steps; "
-          f"Rule(num_states=K) (asymmetric, multi-channel, normalization) vs SGD (tanh MLP)")
-    header = f"| layers | K | XLA | SGD ms/step | BLUR ms/step | time ratio | FLOP ratio | time/FLOP |"
+def run(settings: Settings) -> None:
+    """Times every network × K × XLA setting and prints the table."""
+    print(f"batch {settings.batch_size}, median of {settings.repeats} runs of {settings.steps} "
+          f"steps; Rule(num_states=K) (asymmetric, multi-channel, normalization) vs SGD "
+          f"(tanh MLP)")
+    header = ("| layers | K | XLA | SGD ms/step | BLUR ms/step | time ratio | FLOP ratio | "
+              "time/FLOP |")
     print(header + "\n|" + "---|" * 8)
     rng = np.random.default_rng(0)
-    for spec in FLAGS.layer_sizes:
-        sizes = [int(s) for s in spec.replace("-", ",").split(",")]
-        xs = tf.constant(rng.normal(size=(FLAGS.steps, FLAGS.batch_size, sizes[0])), tf.float32)
-        ys = tf.constant(rng.integers(0, sizes[-1], (FLAGS.steps, FLAGS.batch_size)), tf.int32)
-        for jit in (x.lower() == "true" for x in FLAGS.xla):
-            sgd = time_sgd(sizes, xs, ys, FLAGS.steps, FLAGS.repeats, jit)
-            for k in (int(k) for k in FLAGS.num_states):
+    batch, steps, repeats = settings.batch_size, settings.steps, settings.repeats
+    for sizes in settings.networks:
+        xs = tf.constant(rng.normal(size=(steps, batch, sizes[0])), tf.float32)
+        ys = tf.constant(rng.integers(0, sizes[-1], (steps, batch)), tf.int32)
+        for jit in settings.xla:
+            sgd = time_sgd(sizes, xs, ys, steps, repeats, jit)
+            for k in settings.num_states:
                 rule = Rule(num_states=k)
-                blur = time_blur(sizes, rule, xs, ys, FLAGS.steps, FLAGS.repeats, jit)
-                flop_ratio = blur_flops(sizes, rule, FLAGS.batch_size) / sgd_flops(
-                    sizes, FLAGS.batch_size)
+                blur = time_blur(sizes, rule, xs, ys, steps, repeats, jit)
+                flop_ratio = blur_flops(sizes, rule, batch) / sgd_flops(sizes, batch)
                 print(f"| {'-'.join(map(str, sizes))} | {k} | {'on' if jit else 'off'} | "
                       f"{sgd * 1e3:.3f} | {blur * 1e3:.3f} | {blur / sgd:.2f} | "
                       f"{flop_ratio:.2f} | {blur / sgd / flop_ratio:.2f} |", flush=True)
 
 
+def main(argv, fv: flags.FlagValues | None = None):
+    run(settings_or_exit("benchmark", argv, settings_from_flags, fv or flags.FLAGS))
+
+
 if __name__ == "__main__":
+    define_flags(flags.FLAGS)
     app.run(main)

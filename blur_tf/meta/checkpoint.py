@@ -23,12 +23,15 @@ class CheckpointState:
     Args:
       directory: checkpoint folder (created if needed).
       max_to_keep: checkpoints kept (keep-N).
+      optional: names of trackables that checkpoints written before they existed lack; such a
+        checkpoint still restores (strictly, everything else), and they keep their values.
       **trackables: objects saved (variables, modules).
     """
 
-    def __init__(self, directory: str, max_to_keep: int = 3, **trackables):
+    def __init__(self, directory: str, max_to_keep: int = 3, optional=(), **trackables):
         if not isinstance(max_to_keep, int) or max_to_keep < 1:
             raise ValueError(f"checkpoints to keep must be an int >= 1, got {max_to_keep!r}")
+        self.trackables, self.optional = trackables, tuple(optional)
         self.checkpoint = tf.train.Checkpoint(**trackables)
         self.manager = tf.train.CheckpointManager(self.checkpoint, directory,
                                                   max_to_keep=max_to_keep)
@@ -37,7 +40,12 @@ class CheckpointState:
         """Restores the latest checkpoint if there is one; returns its path (or None)."""
         path = self.manager.latest_checkpoint
         if path:
-            self.checkpoint.restore(path).assert_existing_objects_matched()
+            saved = {key.split("/")[0]
+                     for key in tf.train.load_checkpoint(path).get_variable_to_shape_map()}
+            absent = [name for name in self.optional if name not in saved]
+            checkpoint = self.checkpoint if not absent else tf.train.Checkpoint(
+                **{k: v for k, v in self.trackables.items() if k not in absent})
+            checkpoint.restore(path).assert_existing_objects_matched()
         return path
 
     def save(self, step: int) -> str:

@@ -6,6 +6,10 @@ the population (row g of each [G, …] variable) is an independent optimization:
 * gradients are clipped per genome, by the global norm of that genome's row over all fields;
 * a genome whose loss or gradient is non-finite is *skipped*: its parameters and moments are
   left untouched (`tf.where` on a per-row mask), and the skip is reported;
+* so is a genome whose update would make any of its values non-finite or larger in magnitude
+  than `max_abs_value` (default 100: learned genomes stay within a few units; a blown-up
+  learning rate makes the first Adam step about as large as the learning rate itself, and a
+  genome at ±1e6 only ever produces non-finite losses afterwards);
 * `sync(best)` copies genome `best`'s parameters *and* optimizer moments to every row, which is
   the paper's synchronization of its parallel runs at curriculum stages.
 
@@ -36,16 +40,20 @@ class PopulationAdam(tf.Module):
       params: list of `tf.Variable`s, all with leading axis G (the genome fields).
       learning_rate, beta_1, beta_2, epsilon: Adam's hyper-parameters.
       clip_norm: per-genome global-norm clipping threshold (None or 0: no clipping).
+      max_abs_value: an update that would leave any genome value beyond ± this is skipped.
     """
 
     def __init__(self, params, learning_rate: float = 3e-3, beta_1: float = 0.9,
                  beta_2: float = 0.999, epsilon: float = 1e-8, clip_norm: float | None = 1.0,
-                 name: str = "population_adam"):
+                 max_abs_value: float = 100.0, name: str = "population_adam"):
         super().__init__(name=name)
         if not learning_rate > 0:
             raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
         if clip_norm is not None and clip_norm < 0:
             raise ValueError(f"clip_norm must be >= 0 or None, got {clip_norm}")
+        if not max_abs_value > 0:
+            raise ValueError(f"max_abs_value must be > 0, got {max_abs_value}")
+        self.max_abs_value = float(max_abs_value)
         self.learning_rate, self.beta_1, self.beta_2 = learning_rate, beta_1, beta_2
         self.epsilon, self.clip_norm = epsilon, clip_norm or None
         self.params = list(params)
@@ -58,7 +66,8 @@ class PopulationAdam(tf.Module):
                                  name="steps")
 
     def apply(self, gradients, losses: tf.Tensor):
-        """One Adam step on every genome with finite loss and gradient.
+        """One Adam step on every genome with finite loss and gradient whose new values are
+        finite and within ±max_abs_value; the other genomes are left as they are.
 
         Returns (applied bool [G], gradient norms before clipping [G]).
         """
@@ -68,21 +77,29 @@ class PopulationAdam(tf.Module):
         scale = tf.ones_like(norms)
         if self.clip_norm:
             scale = tf.minimum(1.0, self.clip_norm / tf.maximum(norms, 1e-12))
-        steps = self.steps + tf.cast(finite, tf.float32)
-        self.steps.assign(steps)
-        correction = (tf.sqrt(1.0 - tf.pow(self.beta_2, tf.maximum(steps, 1.0)))
-                      / (1.0 - tf.pow(self.beta_1, tf.maximum(steps, 1.0))))
+        steps = self.steps + 1.0  # of a genome if its update is applied
+        correction = (tf.sqrt(1.0 - tf.pow(self.beta_2, steps))
+                      / (1.0 - tf.pow(self.beta_1, steps)))
+        candidates = []
         for p, m, v, g in zip(self.params, self.first_moments, self.second_moments, gradients):
-            mask = _row_mask(finite, p)
-            g = tf.where(mask, g * _row_mask(scale, p), tf.zeros_like(g))
+            g = tf.where(_row_mask(finite, p), g * _row_mask(scale, p), tf.zeros_like(g))
             new_m = self.beta_1 * m + (1.0 - self.beta_1) * g
             new_v = self.beta_2 * v + (1.0 - self.beta_2) * tf.square(g)
-            update = (self.learning_rate * _row_mask(correction, p) * new_m
-                      / (tf.sqrt(new_v) + self.epsilon))
+            new_p = p - (self.learning_rate * _row_mask(correction, p) * new_m
+                         / (tf.sqrt(new_v) + self.epsilon))
+            candidates.append((new_p, new_m, new_v))
+        within = [tf.reduce_all(tf.reshape(tf.abs(new_p) <= self.max_abs_value,  # NaN: False
+                                           [tf.shape(new_p)[0], -1]), axis=1)
+                  for new_p, _, _ in candidates]
+        applied = finite & tf.reduce_all(tf.stack(within), axis=0)
+        self.steps.assign(self.steps + tf.cast(applied, tf.float32))
+        for (p, m, v), (new_p, new_m, new_v) in zip(
+                zip(self.params, self.first_moments, self.second_moments), candidates):
+            mask = _row_mask(applied, p)
             m.assign(tf.where(mask, new_m, m))
             v.assign(tf.where(mask, new_v, v))
-            p.assign(tf.where(mask, p - update, p))
-        return finite, norms
+            p.assign(tf.where(mask, new_p, p))
+        return applied, norms
 
     def sync(self, best: int | tf.Tensor) -> None:
         """Copies genome `best`'s parameters and optimizer state to every genome."""

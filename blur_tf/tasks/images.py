@@ -28,7 +28,11 @@ builder gets its own download folder ``<data_dir>/downloads/<builder name>``, be
 caches extracted files by file name and MNIST and Fashion-MNIST use the same file names
 (sharing one folder silently turns Fashion-MNIST into MNIST). With ``download=False`` (the
 default) a dataset that is neither prepared nor complete in the manual folder raises a
-ValueError immediately, naming the expected files; ``download=True`` lets tfds fetch them.
+ValueError immediately, naming the expected files; ``download=True`` lets tfds fetch them,
+after one bounded connection attempt per download host (:func:`check_reachable`), so that no
+network fails within seconds, naming the host, instead of after minutes of tfds retries. A
+spec is checked against the builder's static info (image shape, number of classes) before
+anything is prepared.
 
 Per-process cache (the module's only mutable state): raw pools (uint8) are loaded once per
 ``(builder, data_dir, split)`` into ``_RAW_POOLS`` and preprocessed tensors once per
@@ -43,6 +47,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+import socket
+import threading
+import urllib.parse
+import urllib.request
 
 import numpy as np
 import tensorflow as tf
@@ -52,6 +60,8 @@ from blur_tf.tasks.spec import TaskSpec, check_keys, parse_classes, parse_int
 
 MANUAL_DIR_ENV = "BLUR_TFDS_MANUAL_DIR"
 DATA_DIR_ENV = "BLUR_TFDS_DATA_DIR"
+# Seconds one connection attempt to a download host may take before download=True gives up.
+DOWNLOAD_PROBE_SECONDS = 10.0
 IMAGE_KEYS = ("crop", "size", "classes", "split", "eval_split")
 
 
@@ -140,11 +150,62 @@ def prepare_dataset(name: str, *, tfds_manual_dir=None, data_dir=None, download=
             f"and pass tfds_manual_dir=DIR (--tfds_manual_dir DIR, env {MANUAL_DIR_ENV}=DIR); "
             f"or prepare it into data_dir (env {DATA_DIR_ENV}) beforehand; or allow a network "
             "download with download=True.")
+    if missing:
+        check_reachable(name, builder.url_infos or {})
     config = tfds.download.DownloadConfig(
         manual_dir=os.fspath(manual) if manual is not None and manual.is_dir() else None)
     download_dir = os.path.join(data_dir, "downloads", dataset.builder_name)
-    builder.download_and_prepare(download_dir=download_dir, download_config=config)
+    try:
+        builder.download_and_prepare(download_dir=download_dir, download_config=config)
+    except (OSError, tfds.download.DownloadError) as e:
+        if not missing:
+            raise
+        raise ValueError(f"Dataset {name!r}: the download failed: {e}") from e
     return builder
+
+
+def check_reachable(name: str, urls, timeout: float | None = None) -> None:
+    """ValueError naming the host and the reason unless every host of `urls` (or the proxy
+    urllib would use for it) accepts a TCP connection within `timeout` seconds (default
+    DOWNLOAD_PROBE_SECONDS).
+
+    Decision: tfds retries a failed download with exponential back-off (10 retries, over a
+    minute with no network); one bounded connection attempt per host first turns "no
+    network" into an error within seconds. The attempt runs in a daemon thread, so a hanging
+    name lookup is bounded too.
+    """
+    timeout = DOWNLOAD_PROBE_SECONDS if timeout is None else timeout
+    proxies = urllib.request.getproxies()
+    targets = set()
+    for url in urls:
+        parts = urllib.parse.urlsplit(url)
+        if not parts.hostname or parts.scheme not in ("http", "https"):
+            continue
+        target = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+        proxy = proxies.get(parts.scheme)
+        if proxy and not urllib.request.proxy_bypass(parts.hostname):
+            proxy = urllib.parse.urlsplit(proxy if "//" in proxy else "//" + proxy)
+            target = proxy.hostname, proxy.port or 80
+        targets.add(target)
+    for host, port in sorted(targets):
+        errors = []
+
+        def attempt(host=host, port=port, errors=errors):
+            try:
+                socket.create_connection((host, port), timeout=timeout).close()
+            except OSError as e:
+                errors.append(e)
+
+        thread = threading.Thread(target=attempt, daemon=True)
+        thread.start()
+        thread.join(timeout)
+        reason = (f"no answer within {timeout:g} s" if thread.is_alive() else
+                  str(errors[0]) if errors else None)
+        if reason:
+            raise ValueError(
+                f"Dataset {name!r}: download=True but {host}:{port} cannot be reached "
+                f"({reason}); no network? Provide the original files offline instead "
+                f"(tfds_manual_dir, --tfds_manual_dir or env {MANUAL_DIR_ENV}).")
 
 
 def _dataset(name: str) -> ImageDataset:
@@ -209,9 +270,13 @@ def preprocess_images(images, crop: int | None = None, size: int | None = None,
     return tf.concat(outputs, axis=0)
 
 
-def _num_label_classes(name, data_dir) -> int:
-    builder = _tfds().builder(_dataset(name).builder, data_dir=resolve_data_dir(data_dir))
-    return int(builder.info.features["label"].num_classes)
+def _static_info(name, data_dir) -> tuple[tuple, int]:
+    """(image height and width, number of label classes) from the builder's static info: no
+    data is read or prepared, so a spec is checked against them first. A height or width
+    the builder leaves open is None."""
+    features = _tfds().builder(_dataset(name).builder,
+                               data_dir=resolve_data_dir(data_dir)).info.features
+    return tuple(features["image"].shape[:2]), int(features["label"].num_classes)
 
 
 class ImageTask(base.Task):
@@ -235,13 +300,16 @@ class ImageTask(base.Task):
         if self.split == self.eval_split:
             raise ValueError(f"Task spec {self.spec!r}: split and eval_split are both "
                              f"{self.split!r}; evaluation must use held-out data.")
+        (height, width), total = _static_info(spec.name, data_dir)
+        if self.crop is not None and self.crop > min(height or self.crop, width or self.crop):
+            raise ValueError(f"Task spec {self.spec!r}: crop={self.crop} is larger than the "
+                             f"{height}x{width} {spec.name} images.")
         requested = None
         if "classes" in opts:
             try:
                 requested = parse_classes(opts["classes"])
             except ValueError as e:
                 raise ValueError(f"Task spec {self.spec!r}: {e}") from None
-            total = _num_label_classes(spec.name, data_dir)
             bad = [c for c in requested if c >= total]
             if bad:
                 raise ValueError(f"Task spec {self.spec!r}: classes {bad} do not exist; "
