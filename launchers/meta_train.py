@@ -151,15 +151,15 @@ def build_config(values: dict):
     return rule, schedule, hidden, tasks, validation_tasks
 
 
-def check_resume(out_dir: str, values: dict) -> None:
-    """Refuses to resume a run in `out_dir` whose training flags differ from `values`."""
+def check_resume(out_dir: str, values: dict, resumable=RESUMABLE_FLAGS) -> None:
+    """Refuses to resume a run in `out_dir` whose flags differ from `values` outside `resumable`."""
     path = os.path.join(out_dir, "flags.json")
     if not os.path.exists(path):
         return
     with open(path) as f:
         previous = json.load(f).get("flags", {})
     changed = sorted(k for k in set(previous) | set(values)
-                     if k not in RESUMABLE_FLAGS and previous.get(k) != values.get(k))
+                     if k not in resumable and previous.get(k) != values.get(k))
     if changed:
         details = "; ".join(f"--{k}: {previous.get(k)!r} -> {values.get(k)!r}" for k in changed)
         raise FlagError(f"{out_dir} holds a run with different training flags ({details}); "
@@ -193,12 +193,7 @@ def run(values: dict, argv=None) -> dict:
         validation_tasks = [get_task(s, **task_kwargs) for s in validation_specs]
         problem = meta.InnerProblem(tasks, hidden, rule, values["batch_size"],
                                     values["eval_batch_size"], values["logit_scale"])
-        validator = None
-        if validation_tasks:
-            validator = meta.Validator(validation_tasks, hidden, rule, values["batch_size"],
-                                       networks=values["validation_networks"],
-                                       eval_examples=values["validation_examples"],
-                                       seed=values["seed"])
+        validator = make_validator(values, validation_tasks, hidden, rule)
         genome = Genome.load(values["init_genome"]) if values["init_genome"] else None
         trainer = meta.MetaTrainer(
             problem, schedule, population=values["population"],
@@ -223,13 +218,7 @@ def run(values: dict, argv=None) -> dict:
                  "unroll %s; %d meta-steps -> %s", values["population"], values["meta_batch"],
                  problem.task_names, validator.names if validator else [], schedule,
                  values["meta_steps"], out_dir)
-    from blur_tf.meta.checkpoint import StopRequest  # pylint: disable=g-import-not-at-top
-    with StopRequest() as stop:
-        result = trainer.train(values["meta_steps"], resume=True, stop=stop)
-    if result.interrupted:
-        logging.warning("interrupted by signal %d at meta-step %d; checkpoint saved, rerun the "
-                        "same command to resume", result.signum, result.steps)
-        raise SystemExit(128 + int(result.signum))
+    result = train_or_exit(trainer, values["meta_steps"])
     best = trainer.best_genome()
     validation = result.validation
     best_index = int(trainer.best_index.numpy())
@@ -274,6 +263,29 @@ def run(values: dict, argv=None) -> dict:
                  summary["meta_steps_per_second"] or 0.0, result.skipped,
                  summary["peak_rss_mb"])
     return summary
+
+
+def make_validator(values: dict, tasks, hidden, rule):
+    """The `Validator` of the validation flags on `tasks` (None if there are none)."""
+    from blur_tf.meta import Validator  # pylint: disable=g-import-not-at-top
+    if not tasks:
+        return None
+    return Validator(tasks, hidden, rule, values["batch_size"],
+                     networks=values["validation_networks"],
+                     eval_examples=values["validation_examples"], seed=values["seed"])
+
+
+def train_or_exit(trainer, total: int):
+    """`trainer.train(total)` resuming from its checkpoint, with SIGTERM/SIGINT turned into a
+    checkpoint and exit status 128 + signal; the train result otherwise (any trainer)."""
+    from blur_tf.meta.checkpoint import StopRequest  # pylint: disable=g-import-not-at-top
+    with StopRequest() as stop:
+        result = trainer.train(total, resume=True, stop=stop)
+    if result.interrupted:
+        logging.warning("interrupted by signal %d; checkpoint saved, rerun the same command to "
+                        "resume", result.signum)
+        raise SystemExit(128 + int(result.signum))
+    return result
 
 
 def schedules_length(schedule, steps: int) -> int:

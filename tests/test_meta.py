@@ -199,15 +199,35 @@ LAUNCHER_ARGS = ["--tasks=toy.and;toy.xor", "--validation_tasks=toy.nxor", "--la
                  "--print_table=false", "--seed=3"]
 
 
-def _launch(out_dir, *extra, wait=True):
-    command = [sys.executable, "-m", "launchers.meta_train", f"--out_dir={out_dir}",
-               *LAUNCHER_ARGS, *extra]
+def launch(module, out_dir, args, wait=True):
+    """`python -m launchers.MODULE --out_dir=OUT ARGS…`: the finished run (output captured), or
+    the running process (output discarded) if not `wait`."""
+    command = [sys.executable, "-m", f"launchers.{module}", f"--out_dir={out_dir}", *args]
     env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
     if not wait:
         return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=240)
+
+
+def _launch(out_dir, *extra, wait=True):
+    return launch("meta_train", out_dir, [*LAUNCHER_ARGS, *extra], wait)
+
+
+def kill_after_checkpoint(process, checkpoint_dir, at_least: int, timeout: float = 180):
+    """SIGKILLs the running `process` once `checkpoint_dir` holds checkpoint number ≥ at_least
+    (fails if the run ends first)."""
+    index = checkpoint_dir / "checkpoint"
+    deadline = time.time() + timeout
+    while time.time() < deadline and process.poll() is None:
+        if index.exists() and "ckpt-" in index.read_text():
+            if int(index.read_text().split("ckpt-")[1].split('"')[0]) >= at_least:
+                break
+        time.sleep(0.02)
+    assert process.poll() is None, "the run ended before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
 
 
 def _genome(out_dir):
@@ -221,18 +241,7 @@ def test_sigkill_and_resume_gives_the_uninterrupted_genome(tmp_path):
     assert straight.returncode == 0, straight.stderr[-3000:]
     # Second run: SIGKILL once a mid-run checkpoint exists, then rerun the same command.
     killed_dir = tmp_path / "killed"
-    process = _launch(killed_dir, steps, wait=False)
-    index = killed_dir / "ckpt" / "checkpoint"
-    deadline = time.time() + 180
-    while time.time() < deadline and process.poll() is None:
-        if index.exists() and "ckpt-" in index.read_text():
-            step = int(index.read_text().split("ckpt-")[1].split('"')[0])
-            if step >= 20:
-                break
-        time.sleep(0.05)
-    assert process.poll() is None, "the run ended before it could be killed"
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_after_checkpoint(_launch(killed_dir, steps, wait=False), killed_dir / "ckpt", 20)
     assert not (killed_dir / "genome.json").exists()
     resumed = _launch(killed_dir, steps)
     assert resumed.returncode == 0, resumed.stderr[-3000:]

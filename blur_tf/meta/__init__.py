@@ -1,7 +1,11 @@
-"""Outer loops: gradient meta-training of BLUR genomes (MetaTrainer) and its pieces."""
+"""Outer loops: gradient meta-training (MetaTrainer) and CMA-ES search (CmaTrainer) of BLUR
+genomes, and their pieces."""
 
 from blur_tf.meta.checkpoint import CheckpointState, StopRequest
+from blur_tf.meta.cma_trainer import CmaTrainer, CmaTrainResult, GenerationResult
 from blur_tf.meta.estimators import FullUnrollGradient
+from blur_tf.meta.fitness import PopulationFitness
+from blur_tf.meta.genome_vector import GenomeVector, rule_fields
 from blur_tf.meta.learners import PopulationAdam
 from blur_tf.meta.problem import InnerProblem
 from blur_tf.meta.schedules import (ConstantSchedule, CurriculumSchedule, Jittered, length_at,
@@ -12,4 +16,5 @@ from blur_tf.meta.validation import ValidationResult, Validator
 __all__ = ["MetaTrainer", "InnerProblem", "FullUnrollGradient", "PopulationAdam", "Validator",
            "ValidationResult", "ConstantSchedule", "CurriculumSchedule", "Jittered",
            "length_at", "parse_schedule", "CheckpointState", "StopRequest", "StepResult",
-           "TrainResult"]
+           "TrainResult", "CmaTrainer", "CmaTrainResult", "GenerationResult", "GenomeVector",
+           "PopulationFitness", "rule_fields"]

@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 # Salts that separate the purposes a seed is used for.
-DATA, EVAL, TASKS, SYNAPSES, VALIDATION = 1, 2, 3, 4, 5
+DATA, EVAL, TASKS, SYNAPSES, VALIDATION, SEARCH = 1, 2, 3, 4, 5, 6  # SEARCH: CMA-ES sampling
 
 
 def step_seed(seed: int, step: int, salt: int = 0) -> np.ndarray:

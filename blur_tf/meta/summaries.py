@@ -16,6 +16,17 @@ Tags (the contract tests check):
 | `genome/<field>` | histogram | the genome's values (all genomes) |
 | `genome_heatmap/<field>` | image | K×K transforms of the best genome as heat maps |
 | `flags` | text | the run's flags / configuration |
+
+CMA-ES runs (`CmaTrainer`, step = generation) write `validation/*`, `genome*/*` and `flags` as
+above (the validated genomes: best so far, distribution mean, last generation's best) and:
+
+| tag | kind | what |
+|---|---|---|
+| `cma/fitness_best`, `cma/fitness_mean`, `cma/fitness_worst` | scalar | held-out accuracy of the generation's finite candidates |
+| `cma/sigma` | scalar | CMA-ES step size σ after the generation |
+| `cma/non_finite` | scalar | cumulative number of non-finite candidates |
+| `cma/unroll_length` | scalar | inner steps of the generation |
+| `cma/generations_per_second` | scalar | 1 / wall time of the generation |
 """
 
 from __future__ import annotations
@@ -90,6 +101,12 @@ class SummaryWriter:
             tf.summary.scalar("meta/gradient_norm", gradient_norm)
             if steps_per_second is not None:
                 tf.summary.scalar("meta/steps_per_second", steps_per_second)
+
+    def scalars(self, step: int, values: dict):
+        """Writes {tag: value} scalars at `step` (e.g. CMA-ES generation statistics)."""
+        with self.writer.as_default(step=step):
+            for tag, value in values.items():
+                tf.summary.scalar(tag, value)
 
     def validation(self, step: int, result, best: int):
         with self.writer.as_default(step=step):

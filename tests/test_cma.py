@@ -1,0 +1,217 @@
+"""CmaTrainer and the cma_train launcher: genome <-> vector mapping, population fitness in one
+call, non-finite candidates, checkpoints (in process and SIGKILL), summaries and flag errors."""
+
+import json
+import signal
+
+import numpy as np
+import pytest
+
+from blur_tf import CmaTrainer, Genome, Rule
+from blur_tf.meta import (GenomeVector, InnerProblem, PopulationFitness, StopRequest, Validator,
+                          parse_schedule, rule_fields)
+from blur_tf.meta import cma_trainer
+from blur_tf.tasks import get_task
+from tests.test_meta import _event_tags, kill_after_checkpoint, launch
+
+HIDDEN = [8]
+
+
+def _problem(rule=None):
+    return InnerProblem([get_task("toy.and"), get_task("toy.xor")], HIDDEN, rule or Rule(),
+                        batch_size=16, eval_batch_size=32)
+
+
+def _trainer(tmp_path=None, population=4, validation=True, **kwargs):
+    rule = Rule()
+    validator = (Validator([get_task("toy.nxor")], HIDDEN, rule, batch_size=16, networks=2,
+                           eval_examples=64) if validation else None)
+    dirs = {}
+    if tmp_path is not None:
+        dirs = dict(checkpoint_dir=str(tmp_path / "ckpt"), summary_dir=str(tmp_path / "tb"))
+    options = dict(sigma0=0.2, seed=1, networks=2, eval_batches=2, validator=validator,
+                   validate_every=2, checkpoint_every=0, log_every=0)
+    options.update(kwargs)
+    return CmaTrainer(_problem(rule), parse_schedule("constant:4"), population=population,
+                      **dirs, **options)
+
+
+# ------------------------------------------------------------------------------ mapping
+def test_genome_vector_round_trips_with_a_fixed_documented_layout():
+    base = Genome.random(3, seed=2)
+    mapping = GenomeVector(base, Genome._fields)
+    assert mapping.size == 4 * 9 + 4 + 2 * 3 + 2  # 4 K×K, 6 gates/scalars, 2 per-state
+    genomes = Genome.random(3, seed=5, population=4)
+    vectors = mapping.encode(genomes)
+    assert vectors.shape == (4, mapping.size) and vectors.dtype == np.float64
+    # The first entries are ν row-major, as the module docstring says.
+    np.testing.assert_array_equal(vectors[:, :9],
+                                  genomes.numpy().forward_transform.reshape(4, 9))
+    decoded = mapping.decode(vectors)
+    for name, a, b in zip(Genome._fields, decoded, genomes.numpy()):
+        assert a.dtype == np.float32, name
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    np.testing.assert_array_equal(mapping.encode(decoded), vectors)
+    # A subset, given in any order, is laid out in Genome._fields order; the rest is the base.
+    subset = GenomeVector(base, ["synapse_update", "forward_transform"])
+    assert subset.fields == ("forward_transform", "synapse_update") and subset.size == 10
+    x = np.arange(20, dtype=np.float64).reshape(2, 10)
+    genome = subset.decode(x)
+    np.testing.assert_array_equal(genome.forward_transform[1], x[1, :9].reshape(3, 3))
+    np.testing.assert_array_equal(genome.synapse_update, [9.0, 19.0])
+    np.testing.assert_array_equal(genome.synapse_post, np.repeat(base.numpy().synapse_post, 2, 0))
+    np.testing.assert_array_equal(subset.initial(), subset.encode(base)[0])
+    with pytest.raises(ValueError, match="unknown genome field.*synapse_rate"):
+        GenomeVector(base, ["synapse_rate"])
+    with pytest.raises(ValueError, match=r"shape \[P, 10\]"):
+        subset.decode(np.zeros((2, 11)))
+
+
+def test_default_fields_are_those_the_rule_reads():
+    assert len(rule_fields(Rule())) == 10
+    assert GenomeVector(Genome.random(2), rule_fields(Rule())).size == 24
+    plain = Rule(normalize_forward=False, normalize_backward=False, oja=True, saturation=True)
+    fields = rule_fields(plain)
+    assert "norm_gain" not in fields and {"oja_multiplier", "saturation"} <= set(fields)
+
+
+# ------------------------------------------------------------------------------ fitness
+def test_population_fitness_equals_each_candidate_alone():
+    problem = _problem()
+    fitness = PopulationFitness(problem, networks=2, average_steps=2, eval_batches=2)
+    genomes = Genome.random(2, seed=3, population=3, transform_std=1.0)
+    synapses = problem.init_synapses(2, seed=4)
+    seed = np.array([7, 8], np.int64)
+    together, finite = fitness(genomes, synapses, seed, 5)
+    assert finite.all() and len(set(together.tolist())) > 1  # distinct candidates
+    alone = [fitness(genomes.take([i]), synapses, seed, 5)[0][0] for i in range(3)]
+    np.testing.assert_allclose(together, alone, atol=1e-6)
+    assert fitness.trace_count == 2  # λ=3, then relaxed to any λ: no loop over candidates
+    fitness(Genome.concat([genomes, genomes]), synapses, seed, 5)
+    assert fitness.trace_count == 2
+    with pytest.raises(ValueError, match="shorter than the 2 final steps"):
+        fitness(genomes, synapses, seed, 1)
+
+
+def _blow_up(mapping, vector):
+    """`vector` with a synapse keep gate of 1e30: synapses overflow to Inf/NaN."""
+    vector = vector.copy()
+    vector[mapping.slices["synapse_keep"][0]] = 1e30
+    return vector
+
+
+def test_non_finite_candidate_gets_the_worst_fitness_and_is_counted():
+    trainer = _trainer(validation=False)
+    ask = trainer.es.ask
+
+    def ask_with_a_bad_candidate():
+        candidates = ask()
+        candidates[2] = _blow_up(trainer.mapping, candidates[2])
+        return candidates
+
+    trainer.es.ask = ask_with_a_bad_candidate
+    result = trainer.step()
+    np.testing.assert_array_equal(result.finite, [True, True, False, True])
+    assert np.isnan(result.fitness[2]) and np.isfinite(result.fitness[[0, 1, 3]]).all()
+    assert trainer.non_finite == 1 and result.stats()["non_finite"] == 1
+    assert trainer.es.fit.fit[-1] == cma_trainer.NON_FINITE_LOSS  # told the worst loss
+    assert np.isfinite(trainer.best_score)  # the best is a finite candidate
+    trainer.step()
+    assert trainer.non_finite == 2 and trainer.generation == 2
+
+
+# ------------------------------------------------------------------------------ trainer
+def test_resume_summaries_and_stop(tmp_path):
+    straight = _trainer()
+    straight.train(6, resume=False)
+    first = _trainer(tmp_path)
+    first.train(3)
+    stop = StopRequest()
+    stop.signum = signal.SIGTERM
+    result = first.train(10, stop=stop)  # a requested stop saves a checkpoint and returns
+    assert result.interrupted and result.generations == 3 and result.generations_run == 0
+    resumed = _trainer(tmp_path)
+    assert resumed.restore() and resumed.generation == 3
+    np.testing.assert_array_equal(resumed.es.mean, first.es.mean)
+    resumed.train(6)
+    np.testing.assert_array_equal(resumed.best_vector, straight.best_vector)
+    np.testing.assert_array_equal(resumed.es.mean, straight.es.mean)
+    assert resumed.history == straight.history and len(straight.history) == 6
+    assert resumed.best_score == straight.best_score > 0
+    tags = _event_tags(str(tmp_path / "tb"))
+    expected = {"cma/fitness_best", "cma/fitness_mean", "cma/fitness_worst", "cma/sigma",
+                "cma/non_finite", "cma/unroll_length", "cma/generations_per_second",
+                "validation/accuracy/toy.nxor", "validation/curve/toy.nxor",
+                "genome/forward_transform", "genome_heatmap/synapse_post"}
+    assert expected <= tags, expected - tags
+    with pytest.raises(ValueError, match="belongs to another run"):
+        _trainer(tmp_path, fields=["forward_transform"]).restore()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(population=1), "population must be an int >= 2"),
+    (dict(sigma0=0.0), "sigma0 must be"),
+    (dict(fields=["nope"]), "unknown genome field"),
+    (dict(eval_batches=3), "cannot be split into 3"),
+])
+def test_bad_arguments_raise(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        _trainer(validation=False, **kwargs)
+
+
+# ------------------------------------------------------------------------------ launcher
+LAUNCHER_ARGS = ["--tasks=toy.and;toy.xor", "--validation_tasks=toy.nxor", "--layer_sizes=8",
+                 "--population=6", "--batch_size=16", "--eval_batch_size=32",
+                 "--eval_batches=2", "--unroll=constant:4", "--validate_every=25",
+                 "--checkpoint_every=10", "--log_every=50", "--validation_networks=2",
+                 "--validation_examples=64", "--print_table=false", "--seed=3"]
+
+
+def _launch(out_dir, *extra, wait=True):
+    return launch("cma_train", out_dir, [*LAUNCHER_ARGS, *extra], wait)
+
+
+def _json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def test_sigkill_and_resume_gives_the_uninterrupted_genome(tmp_path):
+    generations = "--generations=150"
+    straight = _launch(tmp_path / "straight", generations)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    killed_dir = tmp_path / "killed"
+    kill_after_checkpoint(_launch(killed_dir, generations, wait=False), killed_dir / "ckpt", 20)
+    assert not (killed_dir / "genome.json").exists()
+    resumed = _launch(killed_dir, generations)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stderr
+    a, b = _json(tmp_path / "straight" / "genome.json"), _json(killed_dir / "genome.json")
+    for name, values in a["coefficients"].items():
+        np.testing.assert_array_equal(b["coefficients"][name], values, err_msg=name)
+    assert a["metadata"]["generations"] == b["metadata"]["generations"] == 150
+    assert a["metadata"]["vector_layout"][0] == {"field": "forward_transform", "start": 0,
+                                                 "stop": 4, "shape": [2, 2]}
+    summary, resumed_summary = (_json(d / "summary.json") for d in (tmp_path / "straight",
+                                                                   killed_dir))
+    assert summary["curve"] == resumed_summary["curve"] and len(summary["curve"]) == 150
+    assert summary["non_finite_candidates"] == 0 and summary["dimensions"] == 24
+    assert set(summary["validation"]["accuracy"]) == {"toy.nxor"}
+    changed = _launch(killed_dir, generations, "--sigma0=0.5")
+    assert changed.returncode != 0 and "different training flags" in changed.stderr
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--population=1", "--population (CMA-ES λ) must be >= 2, got 1"),
+    ("--sigma0=0", "--sigma0 must be a finite number > 0, got 0.0"),
+    ("--fields=forward_transform,synapse_rate", "--fields: unknown genome field(s) synapse_rate"),
+    ("--learning_rate=0.1", "--learning_rate belong(s) to gradient meta-training"),
+])
+def test_bad_flags_exit_nonzero_with_one_line_before_any_work(tmp_path, flag, message):
+    out_dir = tmp_path / "out"
+    result = _launch(out_dir, "--generations=5", flag)
+    assert result.returncode == 2
+    ours = [line for line in result.stderr.splitlines() if line.startswith("cma_train:")]
+    assert len(ours) == 1 and ours[0].startswith(f"cma_train: error: {message}"), ours
+    assert "Traceback" not in result.stderr
+    assert not out_dir.exists()
