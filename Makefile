@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test bazel-test benchmark clean
+.PHONY: run test bazel-test benchmark meta-benchmark genome-mnist-fast clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,17 @@ bazel-test:
 
 benchmark: $(VENV)/.installed
 	$(PY) -m launchers.benchmark
+
+meta-benchmark: $(VENV)/.installed
+	BLUR_TFDS_MANUAL_DIR="$(BLUR_TFDS_MANUAL_DIR)" $(PY) -m launchers.meta_benchmark
+
+# genomes/mnist_fast.json from scratch (genomes/mnist_fast.md): the two meta-training stages of
+# launchers/configs/mnist_fast*.cfg, each resumable; the result is runs/mnist_fast_stage2/genome.json.
+genome-mnist-fast: $(VENV)/.installed
+	$(PY) -m launchers.meta_train --flagfile=launchers/configs/mnist_fast.cfg \
+	  --out_dir=runs/mnist_fast_stage1 --tfds_manual_dir="$(BLUR_TFDS_MANUAL_DIR)"
+	$(PY) -m launchers.meta_train --flagfile=launchers/configs/mnist_fast_stage2.cfg \
+	  --out_dir=runs/mnist_fast_stage2 --tfds_manual_dir="$(BLUR_TFDS_MANUAL_DIR)"
 
 clean:
 	rm -rf $(VENV)

@@ -13,12 +13,14 @@ def atomic_write(path: str, write: Callable[[IO], Any], binary: bool = False) ->
     """Calls `write(f)` on a temporary file beside `path`, then renames it to `path`.
 
     Readers see the old file or the complete new one, never a partial write; on any error the
-    temporary file is removed and `path` is untouched.
+    temporary file is removed and `path` is untouched. The file gets the mode `open(path, "w")`
+    would give it (0666 less the umask), not the 0600 of `tempfile.mkstemp`.
     """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.splitext(path)[1])
     try:
+        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "wb" if binary else "w") as f:
             write(f)
         os.replace(tmp, path)
@@ -81,3 +83,22 @@ def write_directory_atomic(path: str, write: Callable[[str], Any],
         raise
     if old is not None:
         shutil.rmtree(old)
+
+
+def _umask() -> int:
+    """The process umask (read by setting it and restoring it at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def check_output_folder(path: str) -> str:
+    """`check_output_directory` for a folder written into in place (a launcher's --out_dir:
+    resumed, its files replaced one by one): an existing folder must itself be writable.
+
+    Nothing is created; ValueError naming the problem; returns the absolute path.
+    """
+    path = check_output_directory(path, overwrite=True)
+    if os.path.isdir(path) and not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write into {path}: not a writable folder")
+    return path

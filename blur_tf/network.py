@@ -7,6 +7,9 @@ Inside, they are converted once to the rule's channel-major layout (see rule.py)
 
 from __future__ import annotations
 
+import contextlib
+import re
+import warnings
 from typing import Callable, Sequence
 
 import keras
@@ -243,6 +246,25 @@ def _with_population(t):
     return t[None] if t.shape.rank == rank_without_population else t
 
 
+MIN_NORMALIZED_BATCH = 32  # BlurModel warns of smaller predict/evaluate batches
+_BATCH_ERROR_PREFIX = "BlurModel: bad batch: "
+_BATCH_ERROR = re.compile(r"^assertion failed: \[(%s.*)\]$" % re.escape(_BATCH_ERROR_PREFIX),
+                          re.MULTILINE)
+
+
+@contextlib.contextmanager
+def _batch_errors():
+    """Turns a failed in-graph batch check (InvalidArgumentError and a graph trace) into its
+    one-line ValueError."""
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as e:
+        match = _BATCH_ERROR.search(e.message)
+        if match is None:
+            raise
+        raise ValueError(match.group(1)) from None
+
+
 @keras.saving.register_keras_serializable(package="blur_tf")
 class BlurModel(keras.Model):
     """A keras.Model of BlurDense layers that learns by BLUR inner steps.
@@ -253,6 +275,16 @@ class BlurModel(keras.Model):
     reports accuracy. The training metric `accuracy` is measured on each batch's forward pass
     before its update. With normalization on, predictions use statistics of the batch they are
     computed on (like batch normalization in training mode), so predict with batches of ≳ 32.
+
+    Bad input (decisions where Keras is silent): array inputs to `fit`, `evaluate` and
+    `predict` are checked before any work (input width, finite values, labels in range;
+    ValueError naming the problem, synapses unchanged). Batches that arrive otherwise (a
+    `tf.data.Dataset`, a generator) are checked inside the compiled step, before the batch's
+    update is applied (earlier batches stay applied), and the failure surfaces as the same
+    one-line ValueError; under `jit_compile=True` XLA drops these in-graph value checks.
+    `predict` on an empty array returns an empty [0, classes] array; `predict`/`evaluate` on
+    arrays warn when forward normalization meets a batch of fewer than MIN_NORMALIZED_BATCH
+    examples (a batch of 1 gives the same output for every input).
 
     Args:
       layer_sizes: input size, hidden sizes…, number of classes.
@@ -305,13 +337,14 @@ class BlurModel(keras.Model):
 
     def call(self, x):
         states = tf.convert_to_tensor(x, tf.float32)
+        self._check_width(states)
         for layer in self.blur_layers:
             states = layer(states, genome=self.genome)
         return states[..., 0]
 
     def train_step(self, data):
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
-        x, y = _as_float(x), _as_labels(y)
+        x, y = self._checked_batch(_as_float(x), _as_labels(y))
         synapses = [layer.channel_major_synapses() for layer in self.blur_layers]
         forwards = tuple(w for w, _ in synapses)
         backwards = () if self.rule.symmetric else tuple(v for _, v in synapses)
@@ -325,27 +358,89 @@ class BlurModel(keras.Model):
 
     def test_step(self, data):
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
-        self.accuracy_tracker.update_state(_as_labels(y), self(x))
+        x, y = self._checked_batch(_as_float(x), _as_labels(y))
+        self.accuracy_tracker.update_state(y, self(x))
         return {"accuracy": self.accuracy_tracker.result()}
+
+    def predict_step(self, data):
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        x, _ = self._checked_batch(_as_float(x))
+        return self(x)
 
     def fit(self, x=None, y=None, *args, **kwargs):
         """Keras `fit`; array inputs are validated first (ValueError, nothing changed)."""
         self._validate(x, y)
-        return super().fit(x, y, *args, **kwargs)
+        with _batch_errors():
+            return super().fit(x, y, *args, **kwargs)
 
-    def evaluate(self, x=None, y=None, *args, **kwargs):
-        self._validate(x, y)
-        return super().evaluate(x, y, *args, **kwargs)
+    def evaluate(self, x=None, y=None, batch_size=None, *args, **kwargs):
+        """Keras `evaluate` (accuracy); inputs checked as in `fit`, small batches warned of."""
+        self._validate(x, y, batch_size, "evaluate")
+        with _batch_errors():
+            return super().evaluate(x, y, batch_size, *args, **kwargs)
 
-    def _validate(self, x, y):
-        if x is not None and y is not None and not isinstance(x, tf.data.Dataset):
-            x = np.asarray(x)
-            if x.dtype == np.float64:
-                x = x.astype(np.float32)
-            check_batch(self.layer_sizes, x, np.asarray(y))
-            if x.ndim != 2:
-                raise ValueError(f"BlurModel inputs must be [N, {self.layer_sizes[0]}], "
-                                 f"got {list(x.shape)}")
+    def predict(self, x, batch_size=None, *args, **kwargs):
+        """Keras `predict`: logits [N, classes]; array inputs are checked first (width, finite
+        values), an empty array gives an empty result, small batches are warned of."""
+        if self._validate(x, None, batch_size, "predict") == 0:
+            return np.zeros((0, self.layer_sizes[-1]), np.float32)
+        with _batch_errors():
+            return super().predict(x, batch_size, *args, **kwargs)
+
+    def _validate(self, x, y, batch_size=None, method=None):
+        """Checks array inputs before any work (ValueError naming the problem); returns their
+        number of examples (None for a dataset or generator). For `method` (predict,
+        evaluate), warns when forward normalization meets a batch of < MIN_NORMALIZED_BATCH."""
+        if x is None or not (isinstance(x, (np.ndarray, list)) or tf.is_tensor(x)
+                             or hasattr(x, "__array__")):
+            return None
+        x = np.asarray(x)
+        if x.dtype == np.float64:
+            x = x.astype(np.float32)
+        check_batch(self.layer_sizes, x, None if y is None else np.asarray(y))
+        self._check_width(x)
+        size = batch_size or 32  # Keras' default
+        smallest = len(x) % size or min(size, len(x))
+        if method and self.rule.normalize_forward and 0 < smallest < MIN_NORMALIZED_BATCH:
+            warnings.warn(
+                f"BlurModel.{method}: the rule normalizes over the batch and the smallest batch "
+                f"here has {smallest} example(s) ({len(x)} inputs, batch_size {size}); outputs "
+                f"depend on the other examples of their batch, and a batch of 1 gives the same "
+                f"output for every input: use batches of >= {MIN_NORMALIZED_BATCH}",
+                stacklevel=3)
+        return len(x)
+
+    def _check_width(self, x):
+        """Static shape check, in any mode: inputs must be [N, n_0] (a width unknown while
+        tracing passes; `_checked_batch` checks it when the step runs)."""
+        shape = tf.TensorShape(x.shape)
+        if shape.rank is not None and (shape.rank != 2
+                                       or shape[-1] not in (None, self.layer_sizes[0])):
+            raise ValueError(f"BlurModel inputs must be [N, {self.layer_sizes[0]}] (input width "
+                             f"{self.layer_sizes[0]}), got {list(x.shape)}")
+
+    def _checked_batch(self, x, y=None):
+        """(x, y) of a compiled step with the batch checks attached (finite inputs, labels in
+        range), so no update of a bad batch is applied; shapes are checked while tracing."""
+        self._check_width(x)
+        if y is not None and y.shape.rank not in (None, 1):
+            raise ValueError(f"labels must have shape [N] (class ids), got {list(y.shape)}")
+        n_in = self.layer_sizes[0]
+        checks = [tf.debugging.Assert(tf.equal(tf.shape(x)[-1], n_in), [tf.strings.format(
+            _BATCH_ERROR_PREFIX + f"inputs must be [N, {n_in}] (input width {n_in}), got "
+            "shape {}", tf.shape(x))])]
+        with tf.control_dependencies(checks):  # the value checks need the right width
+            checks.append(tf.debugging.Assert(
+                tf.reduce_all(tf.math.is_finite(x)),
+                [_BATCH_ERROR_PREFIX + "inputs contain non-finite values (NaN or Inf)"]))
+        if y is not None:
+            n = self.layer_sizes[-1]
+            message = tf.strings.format(
+                _BATCH_ERROR_PREFIX + "labels out of range: got values from {} to {}, the "
+                f"network has {n} classes (0 to {n - 1})", (tf.reduce_min(y), tf.reduce_max(y)))
+            checks.append(tf.debugging.Assert(tf.reduce_all((y >= 0) & (y < n)), [message]))
+        with tf.control_dependencies(checks):
+            return tf.identity(x), None if y is None else tf.identity(y)
 
     def export(self, filepath, format="tf_saved_model", verbose=False, input_signature=None,
                overwrite=False, **kwargs):

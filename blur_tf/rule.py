@@ -60,6 +60,9 @@ class Rule:
       multichannel: every channel of a synapse learns its own weights; False keeps all channels
         equal to channel 0 (single-channel synapses).
       normalize_forward, normalize_backward: batch normalization N with genome gain/shift.
+      normalize_output: with `normalize_forward`, normalize the output layer too (True, the
+        paper's rule); False normalizes hidden layers only, so the logits keep their scale
+        (a softmax whose confidence can grow) while hidden units stay scale-free.
       oja: add the Oja-like inhibitory term −|ω|·W·Σ_r W_r² to synapse updates.
       saturation: squash synapses as α·tanh(W/α) after each update.
       feedback: 'label' injects 2·onehot(y) − 1, 'error' injects onehot(y) − softmax(logits).
@@ -74,6 +77,7 @@ class Rule:
     multichannel: bool = True
     normalize_forward: bool = True
     normalize_backward: bool = True
+    normalize_output: bool = True
     oja: bool = False
     saturation: bool = False
     feedback: str = "label"
@@ -90,7 +94,7 @@ class Rule:
         if self.feedback not in FEEDBACK_MODES:
             raise ValueError(f"Rule.feedback={self.feedback!r}; one of {FEEDBACK_MODES}")
         for field in ("symmetric", "multichannel", "normalize_forward", "normalize_backward",
-                      "oja", "saturation"):
+                      "normalize_output", "oja", "saturation"):
             if not isinstance(getattr(self, field), bool):
                 raise ValueError(f"Rule.{field} must be a bool, got {getattr(self, field)!r}")
 
@@ -182,12 +186,14 @@ def forward(genome: Genome, rule: Rule, lower: tf.Tensor, forward_synapses: tf.T
             is_output: bool) -> tf.Tensor:
     """Step 2, one layer: a_{l+1}^c = σ(N(η · Σ_{i,d} W[i, j, c] · ν[c, d] · ã_l[b, i, d])).
 
+    (N applies when `rule.normalize_forward`, at the output layer only if `normalize_output`.)
+
     (The f·a_{l+1} term of DESIGN §1 vanishes: neurons above the input are zeroed every step.)
     lower a_l [P, K, B, n], forward_synapses W [P, K, n+1, m] → a_{l+1} [P, K, B, m].
     """
     mixed = mix_states(genome.forward_transform, with_bias_unit(lower))
     h = _gate(genome.neuron_update) * tf.matmul(mixed, forward_synapses)
-    if rule.normalize_forward:
+    if rule.normalize_forward and (rule.normalize_output or not is_output):
         h = normalize(h, genome.norm_gain, genome.norm_shift)
     return activate(rule.output_activation if is_output else rule.activation, h)
 

@@ -57,9 +57,10 @@ flags.DEFINE_multi_string("test_tasks", [], "Task specs of the final report tabl
 SHARED_FLAGS = (
     "tasks", "validation_tasks", "layer_sizes", "num_states", "activation", "output_activation",
     "backward_activation", "backward_mode", "symmetric", "multichannel", "normalize_forward",
-    "normalize_backward", "oja", "saturation", "feedback", "population", "unroll",
+    "normalize_backward", "normalize_output", "oja", "saturation", "feedback", "population", "unroll",
     "batch_size", "eval_batch_size", "transform_std", "synapse_update", "init_genome", "seed",
-    "validate_every", "validation_unroll", "validation_networks", "validation_examples",
+    "validate_every", "validation_unroll", "validation_score", "validation_networks",
+    "validation_examples",
     "checkpoint_every", "keep_checkpoints", "log_every", "out_dir", "tfds_manual_dir",
     "data_dir", "deterministic", "print_table")
 RESUMABLE_FLAGS = ("generations", "validate_every", "checkpoint_every", "keep_checkpoints",

@@ -16,8 +16,9 @@ analytic genome under `Rule.backprop(--backprop_activation)`, lr swept over `--l
 unless `--backprop_lr` fixes it), or `none` (baselines only).
 
 Writes OUT/results.json, OUT/results.csv, OUT/curves.png (one panel per task × architecture)
-and TensorBoard scalars under OUT/tensorboard; prints one table per run. Bad flags exit non-zero
-with a message before any work.
+and TensorBoard scalars under OUT/tensorboard; prints one table per run. Bad flags (including an
+--out_dir that cannot be written) exit with status 2 and a one-line message before any work;
+the flag help is printed only on --help.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ import time
 from absl import app, flags, logging
 
 from blur_tf import baselines, evaluation
-from blur_tf.files import write_json_atomic
+from blur_tf.files import check_output_folder, write_json_atomic
+from launchers import exit_with_error, parse_ints, settings_or_exit
 
 DEFAULT_STEPS = (1, 5, 10, 20, 50, 100, 200)
 
@@ -101,18 +103,11 @@ class Settings:
     download: bool
 
 
-def _ints(values, what: str) -> list[int]:
-    try:
-        return [int(v) for v in values]
-    except ValueError:
-        raise ValueError(f"--{what} must be integers, got {list(values)}") from None
-
-
 def _architecture(text: str) -> tuple[int, ...]:
     text = text.strip()
     if text.lower() in ("none", ""):
         return ()
-    sizes = _ints([v for v in text.split(",")], "layer_sizes")
+    sizes = parse_ints([v for v in text.split(",")], "layer_sizes")
     if any(n < 1 for n in sizes):
         raise ValueError(f"--layer_sizes must be positive, got {text!r}")
     return tuple(sizes)
@@ -122,7 +117,8 @@ def settings_from_flags(fv: flags.FlagValues = flags.FLAGS) -> Settings:
     """Validates parsed flags; ValueError naming the first problem (nothing is done yet)."""
     if not fv.out_dir:
         raise ValueError("--out_dir is required")
-    steps = baselines.check_horizons(_ints(fv.steps, "steps"))
+    check_output_folder(fv.out_dir)
+    steps = baselines.check_horizons(parse_ints(fv.steps, "steps"))
     names = [b.strip() for b in fv.baselines if b.strip()]
     names = [] if names == ["none"] else names
     for name in names:
@@ -229,18 +225,14 @@ def run(settings: Settings, log=logging.info) -> dict:
     return results
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    try:
-        settings = settings_from_flags(flags.FLAGS)
-    except ValueError as e:
-        raise app.UsageError(str(e)) from None
+def main(argv, fv: flags.FlagValues | None = None):
+    """Bad flags: one line on stderr, status 2; a failure of the run itself (e.g. a dataset
+    that is not available offline): one line, status 1."""
+    settings = settings_or_exit("evaluate", argv, settings_from_flags, fv or flags.FLAGS)
     try:
         run(settings)
-    except ValueError as e:  # e.g. a dataset that is not available offline
-        logging.error("%s", e)
-        return 1
+    except ValueError as e:
+        exit_with_error("evaluate", e, status=1)
     return 0
 
 

@@ -23,17 +23,11 @@ DEFAULT_OUT_DIR = "runs/toy2d"
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    try:
-        summary = meta_train.run(meta_train.flag_values(), argv=sys.argv)
-    except meta_train.FlagError as e:
-        print(f"main: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    summary = meta_train.run_or_exit("main", argv)
     rate = summary["meta_steps_per_second"]
-    print(f"meta-steps: {summary['meta_steps']}, {rate:.2f} meta-steps/s, "
-          f"skipped {summary['skipped_steps']}, peak RSS {summary['peak_rss_mb']:.0f} MiB",
-          flush=True)
+    print(f"meta-steps: {summary['meta_steps']}, {rate or 0.0:.2f} meta-steps/s, skipped "
+          f"{summary['skipped_meta_steps']} meta-steps and {summary['skipped_genome_updates']} "
+          f"genome updates, peak RSS {summary['peak_rss_mb']:.0f} MiB", flush=True)
 
 
 if __name__ == "__main__":

@@ -6,12 +6,16 @@ Writes into --out_dir:
   genome.json   the best genome (population 1) with provenance metadata (command, flags, rule,
                 layer sizes, validation accuracies);
   summary.json  final validation accuracies per task and unroll length, wall time,
-                meta-steps/s, skipped steps, peak RSS;
+                meta-steps/s, skipped meta-steps and skipped genome updates, peak RSS (a
+                rerun that finds the run finished keeps the timing of the call that trained);
   tb/           TensorBoard events (see blur_tf/meta/summaries.py for the tags);
   ckpt/         checkpoints; rerunning the same command resumes from the latest one.
   flags.json    the flags of the run (a rerun with different training flags is refused).
 
-SIGTERM / SIGINT save a checkpoint and exit with status 128 + signal. Task flags take spec
+SIGTERM / SIGINT save a checkpoint and exit with status 128 + signal. Bad flags (including an
+--out_dir that cannot be written) exit with status 2 and a one-line message before any task is
+built; a run that diverges (`--max_consecutive_skips` meta-steps in a row without a genome
+update) exits with status 1 and a one-line message, writing no genome. Task flags take spec
 strings (`toy.xor`, `mnist:crop=20,size=10,classes=0-4`) and may be repeated or separated by
 ';' (specs themselves contain commas).
 """
@@ -26,6 +30,8 @@ import sys
 import time
 
 from absl import app, flags, logging
+
+from launchers import exit_with_error
 
 FLAGS = flags.FLAGS
 
@@ -42,6 +48,7 @@ flags.DEFINE_bool("symmetric", False, "Rule.symmetric (tied backward synapses)."
 flags.DEFINE_bool("multichannel", True, "Rule.multichannel.")
 flags.DEFINE_bool("normalize_forward", True, "Rule.normalize_forward.")
 flags.DEFINE_bool("normalize_backward", True, "Rule.normalize_backward.")
+flags.DEFINE_bool("normalize_output", True, "Rule.normalize_output (with normalize_forward).")
 flags.DEFINE_bool("oja", False, "Rule.oja.")
 flags.DEFINE_bool("saturation", False, "Rule.saturation.")
 flags.DEFINE_string("feedback", "label", "Rule.feedback: label or error.")
@@ -55,16 +62,35 @@ flags.DEFINE_integer("eval_batch_size", None, "Held-out examples per network for
                      "meta-loss (default: batch_size).", lower_bound=2)
 flags.DEFINE_float("learning_rate", 3e-3, "Adam learning rate of the genome.")
 flags.DEFINE_float("clip_norm", 1.0, "Per-genome meta-gradient clipping norm (0: none).")
+flags.DEFINE_integer("max_consecutive_skips", 20, "Stop (exit 1, no genome written) after this "
+                     "many meta-steps in a row in which no genome update was applied (0: "
+                     "never).", lower_bound=0)
 flags.DEFINE_float("logit_scale", 1.0, "Meta-loss: cross-entropy of logit_scale * state 0.")
+flags.DEFINE_enum("estimator", "full", ["full", "segmented", "truncated"],
+                  "Meta-gradient estimator: full (tape through the whole unroll), segmented "
+                  "(the same gradient, memory O(T/S + S), XLA segments), truncated (persistent "
+                  "networks, --truncation_length steps per meta-step, horizon = --unroll).")
+flags.DEFINE_integer("segment_length", 10, "S: inner steps per recomputed segment "
+                     "(segmented and truncated estimators).", lower_bound=1)
+flags.DEFINE_integer("truncation_length", 10, "U: inner steps differentiated per meta-step "
+                     "(truncated estimator).", lower_bound=1)
+flags.DEFINE_enum("meta_loss", "final", ["final", "trajectory"], "Held-out loss after the "
+                  "last inner step (final) or averaged after every segment (trajectory); "
+                  "segmented and truncated estimators.")
+flags.DEFINE_bool("xla", True, "Compile the segments with XLA (segmented, truncated).")
 flags.DEFINE_float("transform_std", 0.5, "Std of the random initial genome's transforms.")
 flags.DEFINE_float("synapse_update", 0.05, "Initial genome synapse update gate.")
 flags.DEFINE_bool("identical_init", False, "Start every genome of the population equal.")
-flags.DEFINE_string("init_genome", None, "Start from this genome JSON instead of random.")
+flags.DEFINE_string("init_genome", None, "Start from this genome JSON instead of random, or "
+                    "from 'backprop:LR' (Genome.backprop(LR); K = 2).")
 flags.DEFINE_integer("seed", 0, "Run seed (all randomness derives from it).", lower_bound=0)
 flags.DEFINE_integer("validate_every", 100, "Validate every N meta-steps (0: only at stages "
                      "and at the end).", lower_bound=0)
 flags.DEFINE_integer("validation_unroll", None, "Inner steps of validation (default: the "
                      "schedule's current length).", lower_bound=1)
+flags.DEFINE_enum("validation_score", "final", ["final", "mean"], "Rank genomes by held-out "
+                  "accuracy after the validation unroll (final) or averaged over its steps "
+                  "(mean).")
 flags.DEFINE_integer("validation_networks", 4, "Networks per genome and validation task.",
                      lower_bound=1)
 flags.DEFINE_integer("validation_examples", 512, "Held-out examples per validation network.",
@@ -83,7 +109,8 @@ flags.DEFINE_bool("print_table", True, "Print held-out accuracy of the learned g
 # Flags that may change between a run and its resumption.
 RESUMABLE_FLAGS = ("meta_steps", "validate_every", "checkpoint_every", "keep_checkpoints",
                    "log_every", "out_dir", "tfds_manual_dir", "data_dir", "print_table",
-                   "validation_tasks", "validation_networks", "validation_examples")
+                   "validation_tasks", "validation_networks", "validation_examples",
+                   "max_consecutive_skips")
 
 
 class FlagError(ValueError):
@@ -131,7 +158,8 @@ def build_config(values: dict):
             raise FlagError(f"--{name} must be > 0, got {values[name]}")
     if values["clip_norm"] < 0:
         raise FlagError(f"--clip_norm must be >= 0, got {values['clip_norm']}")
-    if values["init_genome"] and not os.path.isfile(values["init_genome"]):
+    if values["init_genome"] and backprop_init_lr(values["init_genome"]) is None \
+            and not os.path.isfile(values["init_genome"]):
         raise FlagError(f"--init_genome: no such file {values['init_genome']}")
     try:
         rule = Rule(num_states=values["num_states"], activation=values["activation"],
@@ -140,7 +168,8 @@ def build_config(values: dict):
                     backward_mode=values["backward_mode"], symmetric=values["symmetric"],
                     multichannel=values["multichannel"],
                     normalize_forward=values["normalize_forward"],
-                    normalize_backward=values["normalize_backward"], oja=values["oja"],
+                    normalize_backward=values["normalize_backward"],
+                    normalize_output=values["normalize_output"], oja=values["oja"],
                     saturation=values["saturation"], feedback=values["feedback"])
     except ValueError as e:
         raise FlagError(f"rule flags: {e}") from None
@@ -149,6 +178,44 @@ def build_config(values: dict):
     except ValueError as e:
         raise FlagError(f"--unroll: {e}") from None
     return rule, schedule, hidden, tasks, validation_tasks
+
+
+def backprop_init_lr(text: str) -> float | None:
+    """LR of an `--init_genome=backprop:LR` value (None for a file path; FlagError if bad)."""
+    if not text.startswith("backprop:"):
+        return None
+    try:
+        lr = float(text.split(":", 1)[1])
+    except ValueError:
+        lr = float("nan")
+    if not lr > 0:
+        raise FlagError(f"--init_genome=backprop:LR needs a learning rate > 0, got {text!r}")
+    return lr
+
+
+def initial_genome(text: str | None):
+    """The genome of `--init_genome` (None: the trainer's random default)."""
+    from blur_tf.genome import Genome  # pylint: disable=g-import-not-at-top
+    if not text:
+        return None
+    lr = backprop_init_lr(text)
+    return Genome.load(text) if lr is None else Genome.backprop(lr)
+
+
+def make_estimator(values: dict, problem):
+    """The meta-gradient estimator of the flags (ValueError on a bad combination)."""
+    from blur_tf import meta  # pylint: disable=g-import-not-at-top
+    if values["estimator"] == "full":
+        if values["meta_loss"] != "final":
+            raise ValueError("--meta_loss=trajectory needs --estimator=segmented or truncated")
+        return meta.FullUnrollGradient(problem, values["meta_batch"])
+    if values["estimator"] == "segmented":
+        return meta.SegmentedUnrollGradient(problem, values["meta_batch"],
+                                            values["segment_length"], values["meta_loss"],
+                                            values["xla"])
+    return meta.TruncatedUnrollGradient(problem, values["population"], values["meta_batch"],
+                                        values["truncation_length"], values["meta_loss"],
+                                        values["xla"], values["segment_length"])
 
 
 def check_resume(out_dir: str, values: dict, resumable=RESUMABLE_FLAGS) -> None:
@@ -177,10 +244,14 @@ def run(values: dict, argv=None) -> dict:
     Raises FlagError before any work on bad flags or an incompatible existing run.
     """
     rule, schedule, hidden, task_specs, validation_specs = build_config(values)
-    out_dir = os.path.abspath(values["out_dir"])
+    from blur_tf.files import check_output_folder  # pylint: disable=g-import-not-at-top
+    from blur_tf.files import write_json_atomic  # pylint: disable=g-import-not-at-top
+    try:
+        out_dir = check_output_folder(values["out_dir"])
+    except ValueError as e:
+        raise FlagError(f"--out_dir: {e}") from None
     check_resume(out_dir, values)
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    from blur_tf.files import write_json_atomic  # pylint: disable=g-import-not-at-top
     from blur_tf.genome import Genome  # pylint: disable=g-import-not-at-top
     from blur_tf import meta  # pylint: disable=g-import-not-at-top
     from blur_tf.meta import report  # pylint: disable=g-import-not-at-top
@@ -194,7 +265,7 @@ def run(values: dict, argv=None) -> dict:
         problem = meta.InnerProblem(tasks, hidden, rule, values["batch_size"],
                                     values["eval_batch_size"], values["logit_scale"])
         validator = make_validator(values, validation_tasks, hidden, rule)
-        genome = Genome.load(values["init_genome"]) if values["init_genome"] else None
+        genome = initial_genome(values["init_genome"])
         trainer = meta.MetaTrainer(
             problem, schedule, population=values["population"],
             meta_batch=values["meta_batch"], learning_rate=values["learning_rate"],
@@ -206,7 +277,9 @@ def run(values: dict, argv=None) -> dict:
             checkpoint_every=values["checkpoint_every"], log_every=values["log_every"],
             checkpoint_dir=os.path.join(out_dir, "ckpt"),
             summary_dir=os.path.join(out_dir, "tb"),
-            keep_checkpoints=values["keep_checkpoints"])
+            keep_checkpoints=values["keep_checkpoints"],
+            max_consecutive_skips=values["max_consecutive_skips"],
+            estimator=make_estimator(values, problem))
     except ValueError as e:
         raise FlagError(str(e)) from None
     command = " ".join(shlex.quote(a) for a in (argv or sys.argv))
@@ -235,9 +308,12 @@ def run(values: dict, argv=None) -> dict:
         "meta_steps_this_call": result.steps_run,
         "meta_steps_per_second": (result.steps_run / result.step_seconds
                                   if result.step_seconds else None),
-        "skipped_steps": result.skipped,
+        "skipped_meta_steps": result.skipped_meta_steps,
+        "skipped_genome_updates": result.skipped,
         "peak_rss_mb": peak_rss_mb(),
     }
+    if not result.steps_run:  # a rerun of a finished run: keep the training call's timing
+        summary.update(previous_timing(os.path.join(out_dir, "summary.json")))
     metadata = {"command": command, "flags": values, "rule": rule.to_dict(),
                 "hidden_sizes": hidden, "tasks": task_specs,
                 "validation_tasks": validation_specs, "meta_steps": result.steps,
@@ -259,10 +335,24 @@ def run(values: dict, argv=None) -> dict:
                                   chance=majority), flush=True)
     write_json_atomic(os.path.join(out_dir, "summary.json"), summary)
     logging.info("wrote %s/genome.json and summary.json (%.1f s, %.2f meta-steps/s, "
-                 "%d skipped, peak RSS %.0f MiB)", out_dir, result.seconds,
-                 summary["meta_steps_per_second"] or 0.0, result.skipped,
-                 summary["peak_rss_mb"])
+                 "skipped %d meta-steps and %d genome updates, peak RSS %.0f MiB)", out_dir,
+                 result.seconds, summary["meta_steps_per_second"] or 0.0,
+                 result.skipped_meta_steps, result.skipped, summary["peak_rss_mb"])
     return summary
+
+
+TIMING_KEYS = ("wall_seconds_this_call", "meta_steps_this_call", "meta_steps_per_second",
+               "peak_rss_mb")
+
+
+def previous_timing(path: str) -> dict:
+    """The TIMING_KEYS of an existing summary.json ({} if there is none or it is unreadable)."""
+    try:
+        with open(path) as f:
+            previous = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return {k: previous[k] for k in TIMING_KEYS if k in previous}
 
 
 def make_validator(values: dict, tasks, hidden, rule):
@@ -272,7 +362,8 @@ def make_validator(values: dict, tasks, hidden, rule):
         return None
     return Validator(tasks, hidden, rule, values["batch_size"],
                      networks=values["validation_networks"],
-                     eval_examples=values["validation_examples"], seed=values["seed"])
+                     eval_examples=values["validation_examples"], seed=values["seed"],
+                     score=values["validation_score"])
 
 
 def train_or_exit(trainer, total: int):
@@ -293,14 +384,22 @@ def schedules_length(schedule, steps: int) -> int:
     return length_at(schedule, max(steps - 1, 0))
 
 
-def main(argv):
+def run_or_exit(program: str, argv) -> dict:
+    """`run` with this module's flags; the summary, or one line on stderr and exit status 2
+    (bad flags, unexpected arguments) or 1 (meta-training diverged)."""
+    from blur_tf.meta.trainer import MetaTrainingDiverged  # pylint: disable=g-import-not-at-top
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        exit_with_error(program, f"unexpected arguments: {argv[1:]}")
     try:
-        run(flag_values(), argv=sys.argv)
+        return run(flag_values(), argv=sys.argv)
     except FlagError as e:
-        print(f"meta_train: error: {e}", file=sys.stderr)
-        sys.exit(2)
+        exit_with_error(program, e)
+    except MetaTrainingDiverged as e:
+        exit_with_error(program, e, status=1)
+
+
+def main(argv):
+    run_or_exit("meta_train", argv)
 
 
 if __name__ == "__main__":

@@ -58,9 +58,10 @@ def step(genome, rule, synapses, x, y):
     gate = lambda name: g[name][:, None, None, None]
     for l, (w, _) in enumerate(syn):
         h = gate("neuron_update") * np.einsum("pijc,pcd,pbid->pbjc", w, g["forward_transform"], _bias(a[-1]))
-        if rule.normalize_forward:
+        is_output = l == len(syn) - 1
+        if rule.normalize_forward and (rule.normalize_output or not is_output):
             h = _norm(h, g["norm_gain"], g["norm_shift"])
-        a.append(_phi(rule.output_activation if l == len(syn) - 1 else rule.activation, h))
+        a.append(_phi(rule.output_activation if is_output else rule.activation, h))
     logits = a[-1][..., 0].copy()
     onehot = np.eye(a[-1].shape[-2])[np.broadcast_to(y, logits.shape[:2])]
     if rule.feedback == "label":

@@ -154,7 +154,7 @@ def test_toy2d_learner_carries_genome_rule_and_sizes(exported):
     document = json.loads(str(out["toy2d/metadata"]))
     genome, metadata = Genome.load_with_metadata(TOY2D)
     assert Genome.from_dict(document).to_dict() == genome.to_dict()
-    assert document["metadata"]["rule"] == metadata["rule"]
+    assert Rule.from_dict(document["metadata"]["rule"]) == Rule.from_dict(metadata["rule"])
     assert document["metadata"]["layer_sizes"] == [2, 32, 2]
     assert document["metadata"]["validation_accuracy"] == metadata["validation_accuracy"]
     assert document["metadata"]["export"]["batch_size"] is None

@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from blur_tf import BlurModel, Genome, Rule
 from blur_tf.tasks import get_task
+from tests.test_tasks import image_data  # noqa: F401  (pytest fixture)
 
 GENOMES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "genomes")
 
@@ -42,3 +43,21 @@ def test_long_horizon_genome_keeps_learning_past_its_horizon():
     assert min(accuracies) >= 0.9, accuracies
     short = Genome.load(os.path.join(GENOMES, "toy2d.json"))
     assert _xor_accuracy(short, Rule(), 200, 0) < min(accuracies) - 0.1
+
+
+def test_mnist_fast_learns_mnist_and_fashion_mnist_in_ten_steps(image_data):
+    """genomes/mnist_fast.json, a regression guard at a small setting (784-32-10, 10 inner
+    steps of 64 examples): well above chance (0.1) on MNIST and on Fashion-MNIST, which it never
+    saw in meta-training (card, at 784-128-10 and batch 128: 0.877 and 0.703 after 10 steps)."""
+    genome, metadata = Genome.load_with_metadata(os.path.join(GENOMES, "mnist_fast.json"))
+    rule = Rule.from_dict(metadata["rule"])
+    assert rule.normalize_forward and not rule.normalize_output
+    accuracies = {}
+    for name in ("mnist", "fashion_mnist"):
+        task = get_task(name, **image_data)
+        x, y = task.sample_train(tf.constant([0, 0]), 10 * 64)
+        model = BlurModel([784, 32, 10], genome, rule, seed=0)
+        model.fit(x.numpy(), y.numpy(), batch_size=64, verbose=0)
+        xt, yt = task.eval_set(2000)
+        accuracies[name] = model.evaluate(xt.numpy(), yt.numpy(), batch_size=500, verbose=0)
+    assert accuracies["mnist"] >= 0.7 and accuracies["fashion_mnist"] >= 0.5, accuracies

@@ -252,7 +252,8 @@ def test_sigkill_and_resume_gives_the_uninterrupted_genome(tmp_path):
                                    err_msg=name)
     assert a["metadata"]["meta_steps"] == b["metadata"]["meta_steps"] == 120
     summary = json.load(open(tmp_path / "straight" / "summary.json"))
-    assert summary["skipped_steps"] == 0 and summary["validation"]["unroll_length"] == 4
+    assert summary["skipped_meta_steps"] == summary["skipped_genome_updates"] == 0
+    assert summary["validation"]["unroll_length"] == 4
     assert set(summary["validation"]["accuracy"]) == {"toy.nxor"}
     # Rerunning with different training flags is refused, before any work.
     changed = _launch(killed_dir, steps, "--learning_rate=0.5")
@@ -266,7 +267,8 @@ def _config(**overrides):
               "clip_norm": 1.0, "init_genome": None, "num_states": 2, "activation": "tanh",
               "output_activation": "tanh", "backward_activation": None,
               "backward_mode": "additive", "symmetric": False, "multichannel": True,
-              "normalize_forward": True, "normalize_backward": True, "oja": False,
+              "normalize_forward": True, "normalize_backward": True, "normalize_output": True,
+              "oja": False,
               "saturation": False, "feedback": "label", "unroll": "constant:5", "seed": 0}
     values.update(overrides)
     return meta_train.build_config(values)

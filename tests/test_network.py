@@ -72,7 +72,10 @@ def test_backprop_genome_equals_sgd_through_unroll(activation):
          activation="relu_tanh", output_activation="identity"),
     Rule(num_states=3, backward_mode="multiplicative_state1", normalize_forward=False,
          activation="sigmoid_with_derivative", backward_activation="tanh", oja=True),
-], ids=["default-K3", "symmetric-single-error", "K4-mult-oja-sat", "K3-state1"])
+    dataclasses.replace(Rule.backprop("relu"), normalize_forward=True, normalize_output=False,
+                        normalize_backward=True),
+], ids=["default-K3", "symmetric-single-error", "K4-mult-oja-sat", "K3-state1",
+        "backprop-hidden-normalized"])
 def test_step_matches_numpy_oracle(rule):
     sizes = [7, 6, 5, 4]
     genome = Genome.random(rule.num_states, seed=3, population=2)
@@ -129,7 +132,8 @@ def test_k4_all_options_finite_over_200_steps():
 
 @pytest.mark.parametrize("change", [
     dict(symmetric=True), dict(multichannel=False), dict(normalize_forward=False),
-    dict(normalize_backward=False), dict(oja=False), dict(saturation=False),
+    dict(normalize_backward=False), dict(normalize_output=False), dict(oja=False),
+    dict(saturation=False),
     dict(backward_mode="multiplicative"), dict(backward_mode="multiplicative_state1"),
     dict(feedback="error"), dict(activation="relu_tanh"), dict(output_activation="identity"),
     dict(backward_activation="identity")])

@@ -40,10 +40,11 @@ def test_backprop_rule():
 
 
 def test_activation_with_derivative_puts_derivative_in_state_1():
-    h = tf.random.normal([1, 3, 4, 5])
+    h = tf.random.stateless_normal([1, 3, 4, 5], seed=[0, 1])
     out = rule_lib.activate("tanh_with_derivative", h)
     np.testing.assert_allclose(out[:, 0], np.tanh(h[:, 0]), rtol=1e-6)
-    np.testing.assert_allclose(out[:, 1], 1 - np.tanh(h[:, 1]) ** 2, rtol=1e-5)
+    # 1 − tanh² loses relative precision in float32 for large |h|: an absolute bound too.
+    np.testing.assert_allclose(out[:, 1], 1 - np.tanh(h[:, 1]) ** 2, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(out[:, 2], np.tanh(h[:, 2]), rtol=1e-6)
 
 

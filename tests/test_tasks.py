@@ -470,3 +470,16 @@ def test_registry_lists_everything():
         assert name in names
     assert len(tasks.TOY_TASKS) == 14
     assert math.isclose(sum(tasks.TaskFamily(["toy.xor", "toy.or"]).weights), 1.0)
+
+
+def test_invert_option_gives_one_minus_x_and_rejects_other_values(image_data):
+    plain = tasks.get_task("mnist:split=train[:100],eval_split=test[:50]", **image_data)
+    inverted = tasks.get_task("mnist:split=train[:100],eval_split=test[:50],invert=true",
+                              **image_data)
+    (x, y), (xi, yi) = plain.eval_set(), inverted.eval_set()
+    np.testing.assert_allclose(xi.numpy(), 1.0 - x.numpy(), atol=1e-7)
+    np.testing.assert_array_equal(yi, y)
+    xs, _ = inverted.sample_train(SEED, 8)
+    assert float(tf.reduce_mean(xs)) > 0.5  # mostly bright: MNIST is mostly dark
+    with pytest.raises(ValueError, match="invert must be true or false"):
+        tasks.get_task("mnist:invert=yes", **image_data)

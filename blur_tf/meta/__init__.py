@@ -3,7 +3,7 @@ genomes, and their pieces."""
 
 from blur_tf.meta.checkpoint import CheckpointState, StopRequest
 from blur_tf.meta.cma_trainer import CmaTrainer, CmaTrainResult, GenerationResult
-from blur_tf.meta.estimators import FullUnrollGradient
+from blur_tf.meta.estimators import FullUnrollGradient, SegmentedUnrollGradient
 from blur_tf.meta.fitness import PopulationFitness
 from blur_tf.meta.genome_vector import GenomeVector, rule_fields
 from blur_tf.meta.learners import PopulationAdam
@@ -11,10 +11,12 @@ from blur_tf.meta.problem import InnerProblem
 from blur_tf.meta.schedules import (ConstantSchedule, CurriculumSchedule, Jittered, length_at,
                                     parse_schedule)
 from blur_tf.meta.trainer import MetaTrainer, StepResult, TrainResult
+from blur_tf.meta.truncated import TruncatedUnrollGradient
 from blur_tf.meta.validation import ValidationResult, Validator
 
 __all__ = ["MetaTrainer", "InnerProblem", "FullUnrollGradient", "PopulationAdam", "Validator",
            "ValidationResult", "ConstantSchedule", "CurriculumSchedule", "Jittered",
            "length_at", "parse_schedule", "CheckpointState", "StopRequest", "StepResult",
            "TrainResult", "CmaTrainer", "CmaTrainResult", "GenerationResult", "GenomeVector",
-           "PopulationFitness", "rule_fields"]
+           "PopulationFitness", "rule_fields", "SegmentedUnrollGradient",
+           "TruncatedUnrollGradient"]

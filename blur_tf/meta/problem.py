@@ -103,16 +103,27 @@ class InnerProblem:
         """Fresh synapses for `population` networks (eager; passed into the compiled step)."""
         return self.network.init_synapses(population, seed)
 
-    def sample(self, seed: tf.Tensor, population: int):
-        """In-graph data of one meta-step.
+    @property
+    def has_families(self) -> bool:
+        """True if a task source draws a new problem every meta-step (a family: `draw` and
+        no sampler of its own; a fixed `Task`'s `draw` always gives the task itself)."""
+        return any(hasattr(t, "draw") and not hasattr(t, "sample_train") for t in self.tasks)
+
+    def sample_task_ids(self, seed: tf.Tensor, population: int) -> tf.Tensor:
+        """int32 [P]: the training task of each member at the meta-step of `seed`."""
+        return tf.random.stateless_uniform([population], seeds.fold(seed, seeds.TASKS),
+                                           0, len(self.tasks), dtype=tf.int32)
+
+    def sample(self, seed: tf.Tensor, population: int, task_ids: tf.Tensor | None = None):
+        """In-graph data of one meta-step; `task_ids` [P] overrides the drawn task choice.
 
         Returns (task_ids int32 [P], batch_fn t -> (x [P, B, n], y [P, B]),
         (x_eval [P, B_eval, n], y_eval [P, B_eval])).
         """
         sources = [t.draw(seeds.fold(seed, 100 + i)) if hasattr(t, "draw") else t
                    for i, t in enumerate(self.tasks)]
-        task_ids = tf.random.stateless_uniform([population], seeds.fold(seed, seeds.TASKS),
-                                               0, len(sources), dtype=tf.int32)
+        if task_ids is None:
+            task_ids = self.sample_task_ids(seed, population)
 
         def select(pairs):
             if len(pairs) == 1:

@@ -16,8 +16,15 @@ One meta-step (compiled once: the unroll length is a tensor, so the curriculum n
 fresh synapses for G·M networks (G genomes of the population × M networks per genome, the
 meta-batch), one training task per network, `length` inner steps, softmax cross-entropy of
 state 0 of the output layer on held-out examples, the meta-gradient, and one Adam step on every
-genome whose loss and gradient are finite (a non-finite genome update is skipped, counted,
-logged and never applied).
+genome whose loss and gradient are finite and whose update keeps it finite and within
+`PopulationAdam.max_abs_value` (any other genome update is skipped, counted, logged and never
+applied).
+
+Blown-up runs stop: a meta-step in which no genome update was applied is a *skipped meta-step*;
+after `max_consecutive_skips` of them in a row (or when every meta-step of the run so far was
+skipped at its end) `train` raises `MetaTrainingDiverged` instead of returning a genome that
+never learned. Skipped meta-steps and skipped genome updates (one per genome per meta-step)
+are counted, checkpointed and reported separately.
 
 Population (paper §4.2): the G genomes train side by side in the same compiled call, each on its
 own data. When a curriculum stage starts, all genomes are validated and synchronized to the best
@@ -52,6 +59,10 @@ from blur_tf.meta.validation import ValidationResult, Validator
 log = logging.getLogger(__name__)
 
 
+class MetaTrainingDiverged(RuntimeError):
+    """Meta-training applied no genome update for too long (see the module doc)."""
+
+
 class _GenomeVariables(tf.Module):
     """Checkpoint container of the genome variables (by field name)."""
 
@@ -83,8 +94,9 @@ class TrainResult:
     signum: int | None
     seconds: float  # wall time of this call
     step_seconds: float  # time in meta-steps only (excludes validation, I/O)
-    skipped: int
+    skipped: int  # genome updates skipped (all meta-steps of the run)
     validation: ValidationResult | None
+    skipped_meta_steps: int = 0  # meta-steps in which no genome update was applied
 
 
 class MetaTrainer:
@@ -107,6 +119,8 @@ class MetaTrainer:
         final validation and checkpoint).
       checkpoint_dir, summary_dir: where to keep checkpoints / TensorBoard events (optional).
       keep_checkpoints: checkpoints kept.
+      max_consecutive_skips: stop with `MetaTrainingDiverged` after this many skipped
+        meta-steps in a row (0: never).
       estimator, learner: override the meta-gradient estimator / outer learner (advanced).
     """
 
@@ -117,8 +131,10 @@ class MetaTrainer:
                  validator: Validator | None = None, validation_length: int | None = None,
                  validate_every: int = 100, checkpoint_every: int = 100, log_every: int = 10,
                  checkpoint_dir: str | None = None, summary_dir: str | None = None,
-                 keep_checkpoints: int = 3, estimator=None, learner=None):
+                 keep_checkpoints: int = 3, max_consecutive_skips: int = 20, estimator=None,
+                 learner=None):
         for name, value, low in (("population", population, 1), ("meta_batch", meta_batch, 1),
+                                 ("max_consecutive_skips", max_consecutive_skips, 0),
                                  ("validate_every", validate_every, 0),
                                  ("checkpoint_every", checkpoint_every, 0),
                                  ("log_every", log_every, 0), ("seed", seed, 0)):
@@ -133,7 +149,7 @@ class MetaTrainer:
         self.population, self.meta_batch, self.seed = int(population), int(meta_batch), int(seed)
         self.validator, self.validation_length = validator, validation_length
         self.validate_every, self.checkpoint_every = validate_every, checkpoint_every
-        self.log_every = log_every
+        self.log_every, self.max_consecutive_skips = log_every, int(max_consecutive_skips)
         rule = problem.rule
         if genome is None:
             genome = Genome.random(rule.num_states, seed=self.seed,
@@ -151,6 +167,10 @@ class MetaTrainer:
                                                  clip_norm=clip_norm)
         self.meta_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="meta_step")
         self.skipped = tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped")
+        self.skipped_meta_steps = tf.Variable(0, dtype=tf.int64, trainable=False,
+                                              name="skipped_meta_steps")
+        self.consecutive_skips = tf.Variable(0, dtype=tf.int64, trainable=False,
+                                             name="consecutive_skips")
         self.best_index = tf.Variable(0, dtype=tf.int64, trainable=False, name="best_index")
         self.best_score = tf.Variable(-1.0, dtype=tf.float32, trainable=False,
                                       name="best_score")
@@ -165,7 +185,11 @@ class MetaTrainer:
                 learner=self.learner, meta_step=self.meta_step, skipped=self.skipped,
                 best_index=self.best_index, best_score=self.best_score,
                 synced_stage=self.synced_stage, seed=self.run_seed,
-                recent_losses=self.recent_losses)
+                recent_losses=self.recent_losses, skipped_meta_steps=self.skipped_meta_steps,
+                consecutive_skips=self.consecutive_skips,
+                optional=("skipped_meta_steps", "consecutive_skips"),
+                **({"estimator": self.estimator}
+                   if isinstance(self.estimator, tf.Module) else {}))
         self.summaries = SummaryWriter(summary_dir) if summary_dir else None
         self.trace_count = 0
         self.last_validation: ValidationResult | None = None
@@ -218,9 +242,17 @@ class MetaTrainer:
         losses, applied = losses.numpy(), applied.numpy()
         skipped_now = int(np.sum(~applied))
         if skipped_now:
-            log.warning("meta-step %d: skipped the update of %d genome(s) with a non-finite "
-                        "loss or gradient (losses %s)", step, skipped_now, losses)
+            non_finite = int(np.sum(~(np.isfinite(losses) & np.isfinite(norms.numpy()))))
+            log.warning("meta-step %d: skipped the update of %d genome(s): %d with a non-finite "
+                        "loss or gradient, %d whose update would leave the genome non-finite "
+                        "or beyond ±%g (losses %s)", step, skipped_now, non_finite,
+                        skipped_now - non_finite, self._bound(), losses)
             self.skipped.assign_add(skipped_now)
+        if applied.any():
+            self.consecutive_skips.assign(0)
+        else:
+            self.skipped_meta_steps.assign_add(1)
+            self.consecutive_skips.assign_add(1)
         recent = self.recent_losses.numpy()
         smoothed = np.where(np.isfinite(recent) & (step > 0), 0.9 * recent + 0.1 * losses, losses)
         self.recent_losses.assign(np.where(applied, smoothed, recent).astype(np.float32))
@@ -302,6 +334,7 @@ class MetaTrainer:
             steps_run += 1
             window.add(result, elapsed)
             step = result.step
+            self._check_diverged(final=False)
             if self.log_every and (step % self.log_every == 0 or step == num_steps):
                 self._log(step, num_steps, window)
                 window = _Window(self.problem.task_names)
@@ -316,6 +349,7 @@ class MetaTrainer:
             log.warning("stop requested (signal %s) at meta-step %d: saving a checkpoint",
                         stop.signum, self.step_count)
         else:
+            self._check_diverged(final=True)
             validation = self.validate()  # no-op if this step was just validated
             if self.validator is None:
                 self.best_index.assign(int(np.argmin(self.recent_losses.numpy())))
@@ -324,16 +358,37 @@ class MetaTrainer:
             self.summaries.flush()
         return TrainResult(self.step_count, steps_run, interrupted,
                            stop.signum if interrupted else None, time.time() - start_time,
-                           step_seconds, int(self.skipped.numpy()), validation)
+                           step_seconds, int(self.skipped.numpy()), validation,
+                           int(self.skipped_meta_steps.numpy()))
+
+    def _check_diverged(self, final: bool) -> None:
+        """Raises MetaTrainingDiverged after `max_consecutive_skips` skipped meta-steps in a
+        row or, if `final`, when every meta-step so far was skipped (nothing is saved)."""
+        run = int(self.consecutive_skips.numpy())
+        if not self.max_consecutive_skips or not run or (
+                run < self.max_consecutive_skips and not (final and run == self.step_count)):
+            return
+        if self.summaries:
+            self.summaries.flush()
+        raise MetaTrainingDiverged(
+            f"meta-training diverged: no genome update was applied in the last {run} "
+            f"meta-steps (to meta-step {self.step_count}): every loss or gradient was "
+            f"non-finite, or every update would have left the genome non-finite or beyond "
+            f"±{self._bound():g}; lower the learning rate (or raise max_consecutive_skips, "
+            f"0: never stop)")
+
+    def _bound(self) -> float:
+        """The learner's bound on genome values (inf for a learner without one)."""
+        return float(getattr(self.learner, "max_abs_value", float("inf")))
 
     def _log(self, step: int, num_steps: int, window: "_Window"):
         rate = window.count / max(window.seconds, 1e-9)
         loss = window.mean_loss()
         task_accuracy = window.task_accuracy()
-        log.info("meta-step %d/%d  T=%d  loss %.4f  train acc %s  skipped %d  %.2f steps/s",
-                 step, num_steps, window.length, loss,
+        log.info("meta-step %d/%d  T=%d  loss %.4f  train acc %s  skipped %d meta-steps, %d "
+                 "genome updates  %.2f steps/s", step, num_steps, window.length, loss,
                  " ".join(f"{k}={v:.3f}" for k, v in task_accuracy.items()),
-                 int(self.skipped.numpy()), rate)
+                 int(self.skipped_meta_steps.numpy()), int(self.skipped.numpy()), rate)
         if self.summaries:
             self.summaries.train(step, loss, task_accuracy, window.length,
                                  int(self.skipped.numpy()), rate, window.mean_norm())

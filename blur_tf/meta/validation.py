@@ -27,20 +27,32 @@ from blur_tf.network import BlurNetwork
 from blur_tf.rule import Rule
 
 
+SCORES = ("final", "mean")
+
+
 @dataclasses.dataclass
 class ValidationResult:
-    """Curves per task: `curves[name]` is float [G, length + 1] (accuracy after t steps)."""
+    """Curves per task: `curves[name]` is float [G, length + 1] (accuracy after t steps).
+
+    `score` says how a genome is ranked: `final` accuracy after `length` steps, or the `mean`
+    accuracy after steps 1 … length (the area under the curve: early speed counts).
+    """
 
     length: int
     curves: dict
+    score: str = "final"
 
     def final(self) -> dict:
         """{task: [G] accuracy after `length` steps}."""
         return {name: curve[:, -1] for name, curve in self.curves.items()}
 
     def scores(self) -> np.ndarray:
-        """[G]: final accuracy averaged over tasks (the selection score of each genome)."""
-        return np.mean(np.stack(list(self.final().values())), axis=0)
+        """[G]: the selection score of each genome (see `score`), averaged over tasks."""
+        if self.score == "final":
+            per_task = self.final().values()
+        else:
+            per_task = [curve[:, 1:].mean(axis=1) for curve in self.curves.values()]
+        return np.mean(np.stack(list(per_task)), axis=0)
 
     def best(self) -> int:
         """Index of the genome with the best score (lowest index on ties)."""
@@ -58,10 +70,15 @@ class Validator:
       networks: networks per genome (different data and initial synapses), averaged.
       eval_examples: held-out examples the accuracy is measured on (one forward batch).
       seed: fixes data and synapses of every validation run.
+      score: how genomes are ranked (`ValidationResult.score`): 'final' or 'mean'.
     """
 
     def __init__(self, tasks: Sequence, hidden_sizes: Sequence[int], rule: Rule,
-                 batch_size: int, networks: int = 4, eval_examples: int = 512, seed: int = 0):
+                 batch_size: int, networks: int = 4, eval_examples: int = 512, seed: int = 0,
+                 score: str = "final"):
+        if score not in SCORES:
+            raise ValueError(f"validation score {score!r}; one of {SCORES}")
+        self.score = score
         if not isinstance(networks, int) or networks < 1:
             raise ValueError(f"validation networks must be an int >= 1, got {networks!r}")
         if not isinstance(eval_examples, int) or eval_examples < 2:
@@ -112,4 +129,4 @@ class Validator:
         length_t = tf.constant(int(length), tf.int32)
         curves = {name: fn(genome, synapses, length_t).numpy()
                   for name, fn, synapses in zip(self.names, self._compiled, self._synapses)}
-        return ValidationResult(int(length), curves)
+        return ValidationResult(int(length), curves, self.score)

@@ -14,6 +14,8 @@ Options:
               syntax works, e.g. ``train[:50000]``).
   eval_split: tfds split of the held-out pool (default ``test``); must differ from ``split``
               (overlapping slices of one split are the caller's responsibility).
+  invert:     ``true`` gives 1 - x (dark strokes on a bright field): a derived task with
+              other input statistics (default ``false``).
 
 Preprocessing: pixels are scaled to ``[0, 1]`` (colour images averaged to grey; Omniglot
 inverted so strokes are 1), optionally cropped then resized, and flattened row-major to
@@ -62,7 +64,7 @@ MANUAL_DIR_ENV = "BLUR_TFDS_MANUAL_DIR"
 DATA_DIR_ENV = "BLUR_TFDS_DATA_DIR"
 # Seconds one connection attempt to a download host may take before download=True gives up.
 DOWNLOAD_PROBE_SECONDS = 10.0
-IMAGE_KEYS = ("crop", "size", "classes", "split", "eval_split")
+IMAGE_KEYS = ("crop", "size", "classes", "split", "eval_split", "invert")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -295,6 +297,10 @@ class ImageTask(base.Task):
         self.spec = str(spec)
         self.crop = parse_int(spec, "crop", opts["crop"]) if "crop" in opts else None
         self.size = parse_int(spec, "size", opts["size"]) if "size" in opts else None
+        if opts.get("invert", "false") not in ("true", "false"):
+            raise ValueError(f"Task spec {self.spec!r}: invert must be true or false, got "
+                             f"{opts['invert']!r}.")
+        self.invert = opts.get("invert") == "true"
         self.split = opts.get("split", "train") or "train"
         self.eval_split = opts.get("eval_split", "test") or "test"
         if self.split == self.eval_split:
@@ -364,10 +370,10 @@ class ImageTask(base.Task):
         """The cached ``(x, y)`` pool of ``"train"`` or ``"eval"`` (x uint8 or float32)."""
         return self._pools[stream]
 
-    @staticmethod
-    def to_float(x: tf.Tensor) -> tf.Tensor:
-        """Gathered pool rows -> float32 features in [0, 1]."""
-        return tf.cast(x, tf.float32) / 255.0 if x.dtype == tf.uint8 else x
+    def to_float(self, x: tf.Tensor) -> tf.Tensor:
+        """Gathered pool rows -> float32 features in [0, 1] (1 - x if ``invert``)."""
+        x = tf.cast(x, tf.float32) / 255.0 if x.dtype == tf.uint8 else x
+        return 1.0 - x if self.invert else x
 
     def gather(self, stream: str, indices):
         """Examples ``indices`` of a pool as (x float32, y int32)."""

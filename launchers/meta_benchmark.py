@@ -1,0 +1,229 @@
+r"""Meta-step speed and memory: meta-steps/s and peak memory per estimator, compile option and T.
+
+    python -m launchers.meta_benchmark --tfds_manual_dir=../shared/data      # the README table
+    python -m launchers.meta_benchmark --lengths=10 --estimators=segmented --xla=true
+
+Default setting: the mnist_curriculum flagfile's (launchers/configs/mnist_curriculum.cfg) — 4
+genomes × 2 networks of 100-64-10, K = 4, batch 64, 10×10 MNIST (all digits, 0–4, 5–9) — with
+no validation. Every configuration (estimator × XLA × unroll length T) runs in this one
+process, one after the other: one meta-step to compile (timed separately), then `--steps`
+timed meta-steps of a `MetaTrainer` (host bookkeeping included).
+
+Memory: a thread samples this process's resident set size every millisecond while the timed
+meta-steps run; the table gives the peak above the level just before them (what the
+meta-step's tape, boundaries and buffers add), and the whole process's peak RSS at the end.
+So that freed buffers leave the process (and the next peak is seen), memory is measured over
+2 extra meta-steps with glibc's mmap threshold at 128 KiB and freed heap memory trimmed first;
+speed is timed with the threshold at 32 MiB (where glibc's dynamic threshold settles), since
+mapping every buffer anew slows small meta-steps down.
+
+FLOPs per meta-step count the matmuls and state mixings of every inner step (see
+launchers/benchmark.py: `blur_flops`) × networks × T × 3 (forward, and a backward pass that
+costs about twice the forward), plus one forward per recomputed inner step for the segmented
+estimator (all segments but the last are run twice). Elementwise work is left out.
+
+Flags are checked before any work; a bad value exits with status 2 and a one-line message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+
+import numpy as np
+from absl import app, flags
+
+from launchers import exit_with_error, parse_ints
+
+ESTIMATORS = ("full", "segmented")
+DEFAULT_TASKS = ("mnist:crop=20,size=10;mnist:crop=20,size=10,classes=0-4;"
+                 "mnist:crop=20,size=10,classes=5-9")
+
+
+def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
+    flags.DEFINE_multi_string("tasks", [DEFAULT_TASKS], "Training task specs (';'-separated "
+                              "or repeated).", flag_values=fv)
+    flags.DEFINE_list("layer_sizes", ["64"], "Hidden layer sizes.", flag_values=fv)
+    flags.DEFINE_integer("num_states", 4, "K.", flag_values=fv)
+    flags.DEFINE_integer("population", 4, "G, genomes.", flag_values=fv)
+    flags.DEFINE_integer("meta_batch", 2, "M, networks per genome.", flag_values=fv)
+    flags.DEFINE_integer("batch_size", 64, "Examples per inner step.", flag_values=fv)
+    flags.DEFINE_list("lengths", ["10", "50", "200", "1000"], "Unroll lengths T.",
+                      flag_values=fv)
+    flags.DEFINE_list("estimators", list(ESTIMATORS), f"Any of {','.join(ESTIMATORS)}.",
+                      flag_values=fv)
+    flags.DEFINE_list("xla", ["false", "true"], "Segmented estimator without (false) and/or "
+                      "with (true) XLA; the full estimator runs without XLA only.",
+                      flag_values=fv)
+    flags.DEFINE_integer("segment_length", 10, "S of the segmented estimator.", flag_values=fv)
+    flags.DEFINE_integer("max_full_length", 200, "Skip the full estimator above this T (its "
+                         "tape grows ~10 MB per inner step here).", flag_values=fv)
+    flags.DEFINE_float("seconds", 4.0, "Time each configuration for about this long (at least "
+                       "2 meta-steps).", flag_values=fv)
+    flags.DEFINE_string("tfds_manual_dir", None, "Folder with <dataset>/<original files> "
+                        "(default: env BLUR_TFDS_MANUAL_DIR).", flag_values=fv)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    estimator: str
+    xla: bool
+    length: int
+
+
+def configs_from_flags(fv=flags.FLAGS) -> list[Config]:
+    """Validated configurations (ValueError naming the first bad flag; nothing run yet)."""
+    lengths = parse_ints(fv.lengths, "lengths")
+    if not lengths or any(t < 1 for t in lengths):
+        raise ValueError(f"--lengths must be integers >= 1, got {list(fv.lengths)}")
+    estimators = [e.strip() for e in fv.estimators]
+    if not estimators or any(e not in ESTIMATORS for e in estimators):
+        raise ValueError(f"--estimators takes {', '.join(ESTIMATORS)}, got {list(fv.estimators)}")
+    xla = [x.strip().lower() for x in fv.xla]
+    if not xla or any(x not in ("true", "false") for x in xla):
+        raise ValueError(f"--xla takes true and/or false, got {list(fv.xla)}")
+    hidden = parse_ints(fv.layer_sizes, "layer_sizes")
+    for name, value, low in (("num_states", fv.num_states, 2), ("population", fv.population, 1),
+                             ("meta_batch", fv.meta_batch, 1), ("batch_size", fv.batch_size, 2),
+                             ("segment_length", fv.segment_length, 1),
+                             ("max_full_length", fv.max_full_length, 1),
+                             *(("layer_sizes", n, 1) for n in hidden)):
+        if value < low:
+            raise ValueError(f"--{name} must be >= {low}, got {value}")
+    if not fv.seconds > 0:
+        raise ValueError(f"--seconds must be > 0, got {fv.seconds}")
+    configs = []
+    for estimator in estimators:
+        for use_xla in (xla if estimator == "segmented" else ["false"]):
+            configs += [Config(estimator, use_xla == "true", t) for t in lengths
+                        if estimator != "full" or t <= fv.max_full_length]
+    return configs
+
+
+def _libc():
+    import ctypes  # pylint: disable=g-import-not-at-top
+    return ctypes.CDLL("libc.so.6")
+
+
+def set_mmap_threshold(size: int) -> None:
+    """mallopt(M_MMAP_THRESHOLD, size): buffers ≥ size are mapped, and unmapped when freed."""
+    _libc().mallopt(-3, size)
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
+class PeakMemory:
+    """Peak RSS above the level at entry, sampled every millisecond by a thread."""
+
+    def __enter__(self):
+        _libc().malloc_trim(0)
+        self.start = self.peak = _rss_bytes()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.wait(0.001):
+            self.peak = max(self.peak, _rss_bytes())
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss_bytes())
+        self.added_mb = (self.peak - self.start) / 2**20
+
+
+def meta_step_flops(inner_flops: int, networks: int, config: Config, segment: int) -> float:
+    """Counted FLOPs of one meta-step (see the module doc)."""
+    recomputed = 0
+    if config.estimator == "segmented":
+        recomputed = max(-(-config.length // segment) - 1, 0) * segment
+    return float(inner_flops) * networks * (3 * config.length + recomputed)
+
+
+def run(fv=flags.FLAGS) -> str:
+    configs = configs_from_flags(fv)
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    from blur_tf import MetaTrainer, Rule  # pylint: disable=g-import-not-at-top
+    from blur_tf.meta import ConstantSchedule, InnerProblem  # pylint: disable=g-import-not-at-top
+    from blur_tf.meta.estimators import (FullUnrollGradient,  # pylint: disable=g-import-not-at-top
+                                         SegmentedUnrollGradient)
+    from blur_tf.tasks import get_task  # pylint: disable=g-import-not-at-top
+    from launchers.benchmark import blur_flops  # pylint: disable=g-import-not-at-top
+    del tf
+    specs = [s.strip() for v in fv.tasks for s in v.split(";") if s.strip()]
+    tasks = [get_task(s, tfds_manual_dir=fv.tfds_manual_dir) for s in specs]
+    hidden = parse_ints(fv.layer_sizes, "layer_sizes")
+    rule = Rule(num_states=fv.num_states)
+    problem = InnerProblem(tasks, hidden, rule, fv.batch_size, logit_scale=3.0)
+    networks = fv.population * fv.meta_batch
+    inner = blur_flops(problem.network.layer_sizes, rule, fv.batch_size)
+    rows = []
+    for config in configs:
+        if config.estimator == "full":
+            estimator = FullUnrollGradient(problem, fv.meta_batch)
+        else:
+            estimator = SegmentedUnrollGradient(problem, fv.meta_batch, fv.segment_length,
+                                                jit_compile=config.xla)
+        trainer = MetaTrainer(problem, ConstantSchedule(config.length),
+                              population=fv.population, meta_batch=fv.meta_batch,
+                              estimator=estimator, log_every=0, validate_every=0,
+                              checkpoint_every=0)
+        start = time.perf_counter()
+        trainer.step()
+        compile_seconds = time.perf_counter() - start
+        set_mmap_threshold(32 << 20)
+        steps, elapsed = 0, 0.0
+        start = time.perf_counter()
+        while steps < 2 or elapsed < fv.seconds:
+            trainer.step()
+            steps += 1
+            elapsed = time.perf_counter() - start
+        rate = steps / elapsed
+        set_mmap_threshold(128 << 10)
+        with PeakMemory() as memory:
+            for _ in range(2):
+                trainer.step()
+        flops = meta_step_flops(inner, networks, config, fv.segment_length)
+        rows.append((config, rate, memory.added_mb, compile_seconds, flops))
+        print(f"{config}: {rate:.2f} meta-steps/s, +{memory.added_mb:.0f} MiB, "
+              f"first step {compile_seconds:.1f} s", flush=True)
+    return format_table(rows, fv)
+
+
+def format_table(rows, fv) -> str:
+    import resource  # pylint: disable=g-import-not-at-top
+    baseline = {r[0].length: r[1] for r in rows if r[0].estimator == "full"}
+    lines = [f"{fv.population} genomes x {fv.meta_batch} networks, layers {','.join(fv.layer_sizes)}"
+             f" hidden, K = {fv.num_states}, batch {fv.batch_size}, segment S = "
+             f"{fv.segment_length}; peak RSS of the process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB",
+             "| estimator | XLA | T | meta-steps/s | vs full | peak memory added (MiB) | "
+             "GFLOP/meta-step | GFLOP/s | first step (s) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for config, rate, added, compile_seconds, flops in rows:
+        speedup = (f"{rate / baseline[config.length]:.1f}×" if config.length in baseline
+                   else "—")
+        lines.append(f"| {config.estimator} | {'on' if config.xla else 'off'} | "
+                     f"{config.length} | {rate:.2f} | {speedup} | {added:.0f} | "
+                     f"{flops / 1e9:.2f} | {flops * rate / 1e9:.1f} | {compile_seconds:.1f} |")
+    return "\n".join(lines)
+
+
+def main(argv):
+    if len(argv) > 1:
+        exit_with_error("meta_benchmark", f"unexpected arguments: {argv[1:]}")
+    try:
+        table = run()
+    except ValueError as e:
+        exit_with_error("meta_benchmark", e)
+    print(table, flush=True)
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

@@ -1,0 +1,306 @@
+"""The bad-input catalogue: what a hostile new user tries, and what each attempt gets.
+
+Launcher cases go through the launcher's own flags and `main` (in-process): each must end with
+one line `PROGRAM: error: …` on stderr (no flag help), the documented exit status, and no work
+done. Library cases (BlurModel, tasks, meta-training) raise a one-line error naming the problem
+or do the documented thing.
+"""
+
+import json
+import os
+import socket
+import stat
+import time
+import warnings
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from absl import flags
+
+from blur_tf import BlurModel, Genome, Rule
+from blur_tf.files import atomic_write
+from blur_tf.meta import PopulationAdam
+from blur_tf.meta.checkpoint import CheckpointState
+from blur_tf.meta.trainer import MetaTrainingDiverged
+from blur_tf.tasks import get_task
+from blur_tf.tasks import images as images_lib
+from launchers import benchmark, evaluate, meta_train
+from tests.test_meta import _trainer
+from tests.test_model import xor_data
+
+# A small meta-training run (toy tasks, seconds): its flags.
+META_ARGS = ["--tasks=toy.and", "--layer_sizes=8", "--meta_batch=2", "--batch_size=16",
+             "--unroll=constant:3", "--log_every=0", "--validate_every=0",
+             "--checkpoint_every=0", "--print_table=false", "--deterministic=false"]
+
+
+def _main(launcher, argv):
+    """Runs `launcher.main` on flags `argv` in this process; returns its exit status."""
+    name = launcher.__name__.rsplit(".", 1)[-1]
+    if launcher is meta_train:  # its flags live on the global FLAGS
+        fv = flags.FLAGS
+        call = lambda: meta_train.main([name])
+    else:
+        fv = flags.FlagValues()
+        launcher.define_flags(fv)
+        call = lambda: launcher.main([name], fv)
+    fv([name, *argv])
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            call()
+    finally:
+        fv.unparse_flags()
+    return exit_info.value.code
+
+
+@pytest.fixture
+def folders(tmp_path):
+    """{tmp}: a fresh folder; {file}: a regular file (so {file}/x cannot be a folder); {none}: an
+    empty tfds manual folder; {data}: an empty tfds data folder."""
+    (tmp_path / "file").write_text("not a folder\n")
+    (tmp_path / "none").mkdir()
+    return {"tmp": str(tmp_path), "file": str(tmp_path / "file"),
+            "none": str(tmp_path / "none"), "data": str(tmp_path / "data")}
+
+
+# (launcher, flags, exit status, message). {…} are the `folders` above.
+LAUNCHER_CASES = [
+    # benchmark: every flag checked before any timing.
+    (benchmark, ["--layer_sizes=0"], 2, "--layer_sizes: a network is >= 2 positive integer"),
+    (benchmark, ["--layer_sizes=-3"], 2, "got '-3'"),
+    (benchmark, ["--layer_sizes=abc"], 2, "got 'abc'"),
+    (benchmark, ["--layer_sizes=100,64,10;784"], 2, "got '784'"),
+    (benchmark, ["--num_states=1"], 2, "--num_states must be integers >= 2"),
+    (benchmark, ["--num_states=two"], 2, "--num_states must be integers"),
+    (benchmark, ["--batch_size=0"], 2, "--batch_size must be >= 1"),
+    (benchmark, ["--steps=0"], 2, "--steps must be >= 1"),
+    (benchmark, ["--repeats=0"], 2, "--repeats must be >= 1"),
+    (benchmark, ["--xla=maybe"], 2, "--xla takes true and/or false, got ['maybe']"),
+    # evaluate: one line, no flag help; an unwritable --out_dir before anything else.
+    (evaluate, ["--steps=5,5", "--out_dir={tmp}/out"], 2, "horizons must be distinct"),
+    (evaluate, ["--out_dir={file}/x", "--tasks=mnist", "--data_dir={data}"], 2,
+     "{file} is not a writable folder"),
+    # a spec that does not fit the dataset: checked before any data is prepared.
+    (evaluate, ["--tasks=mnist:crop=99", "--data_dir={data}", "--out_dir={tmp}/out"], 1,
+     "crop=99 is larger than the 28x28 mnist images"),
+    # meta_train: --out_dir checked before the tasks are built (mnist is not available here).
+    # (--deterministic=false: op determinism would stay enabled in this process.)
+    (meta_train, ["--out_dir={file}/x", "--tasks=mnist", "--tfds_manual_dir={none}",
+                  "--data_dir={data}", "--deterministic=false"], 2,
+     "--out_dir: cannot write {file}/x"),
+    (meta_train, ["--out_dir={tmp}/out", "--tasks=mnist:crop=99", "--data_dir={data}",
+                  "--deterministic=false"], 2, "crop=99 is larger than the 28x28 mnist images"),
+]
+
+
+@pytest.mark.parametrize("launcher, argv, status, message", LAUNCHER_CASES,
+                         ids=[f"{c[0].__name__.split('.')[-1]}{c[1]}" for c in LAUNCHER_CASES])
+def test_launcher_rejects_bad_input_in_one_line(launcher, argv, status, message, folders,
+                                                capsys):
+    start = time.monotonic()
+    code = _main(launcher, [a.format(**folders) for a in argv])
+    err = capsys.readouterr().err.strip()
+    name = launcher.__name__.rsplit(".", 1)[-1]
+    assert code == status, err
+    assert len(err.splitlines()) == 1, err  # the message alone: no flag help, no traceback
+    assert err.startswith(f"{name}: error: ") and message.format(**folders) in err, err
+    assert not os.path.exists(os.path.join(folders["tmp"], "out"))  # nothing written
+    assert not os.path.exists(os.path.join(folders["data"], "mnist"))  # nothing prepared
+    assert time.monotonic() - start < 30
+
+
+def test_benchmark_takes_its_documented_layer_format(capsys):
+    fv = flags.FlagValues()
+    benchmark.define_flags(fv)
+    fv(["benchmark", "--layer_sizes=100,64,10"])
+    assert benchmark.settings_from_flags(fv).networks == ((100, 64, 10),)
+    fv.unparse_flags()
+    fv(["benchmark", "--layer_sizes=100-64-10;784,256,10", "--layer_sizes=4,3,2",
+        "--xla=False"])
+    settings = benchmark.settings_from_flags(fv)
+    assert settings.networks == ((100, 64, 10), (784, 256, 10), (4, 3, 2))
+    assert settings.xla == (False,)
+    fv.unparse_flags()
+    fv(["benchmark"])
+    assert benchmark.settings_from_flags(fv).networks == ((100, 64, 10), (784, 256, 10))
+    fv.unparse_flags()
+    fv(["benchmark", "--layer_sizes=4,3,2", "--num_states=2", "--xla=false", "--steps=2",
+        "--repeats=1", "--batch_size=4"])
+    benchmark.main(["benchmark"], fv)
+    assert "| 4-3-2 | 2 | off |" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- Python API
+X, Y = xor_data(64, seed=0)
+X_NAN = np.where(np.arange(64)[:, None] == 3, np.nan, X).astype(np.float32)
+
+
+def _batches(x, y=None):
+    return tf.data.Dataset.from_tensor_slices(x if y is None else (x, y)).batch(32)
+
+
+# (case, call on a fresh BlurModel([2, 8, 2]), message of the one-line ValueError)
+API_CASES = [
+    ("fit, tf.data labels out of range", lambda m: m.fit(_batches(X, Y + 5), verbose=0),
+     "labels out of range: got values from 5 to 6, the network has 2 classes (0 to 1)"),
+    ("fit, tf.data NaN inputs", lambda m: m.fit(_batches(X_NAN, Y), verbose=0), "non-finite"),
+    ("evaluate, tf.data negative labels", lambda m: m.evaluate(_batches(X, Y - 1), verbose=0),
+     "labels out of range: got values from -1 to 0"),
+    ("predict NaN inputs", lambda m: m.predict(X_NAN, verbose=0), "non-finite"),
+    ("predict, tf.data NaN inputs", lambda m: m.predict(_batches(X_NAN), verbose=0),
+     "non-finite"),
+    ("predict wrong width", lambda m: m.predict(X[:, :1], verbose=0), "input width 2"),
+    ("predict, tf.data wrong width", lambda m: m.predict(_batches(X[:, :1]), verbose=0),
+     "input width 2"),
+    ("fit wrong label shape", lambda m: m.fit(X, Y[:, None], verbose=0), "labels must have"),
+]
+
+
+@pytest.mark.parametrize("call, message", [c[1:] for c in API_CASES],
+                         ids=[c[0] for c in API_CASES])
+def test_model_rejects_bad_input_in_one_line(call, message):
+    model = BlurModel([2, 8, 2], Genome.random(2, seed=0), Rule(), seed=0)
+    before = [w.numpy() for w in model.weights]
+    with pytest.raises(ValueError) as info:
+        call(model)
+    assert message in str(info.value) and "\n" not in str(info.value), str(info.value)
+    for b, w in zip(before, model.weights):
+        np.testing.assert_array_equal(w.numpy(), b)  # no update applied
+
+
+def test_model_predict_empty_and_small_batches():
+    model = BlurModel([2, 8, 2], Genome.random(2, seed=0), Rule(), seed=0)
+    empty = model.predict(X[:0], verbose=0)
+    assert empty.shape == (0, 2) and empty.dtype == np.float32
+    with pytest.warns(UserWarning, match="a batch of 1 gives the same output for every input"):
+        rows = model.predict(X[:4], batch_size=1, verbose=0)
+    assert np.allclose(rows, rows[0])  # what the warning is about
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.predict(X, batch_size=64, verbose=0)  # full batches: no warning
+        BlurModel([2, 8, 2], Genome.backprop(0.1), Rule.backprop()).predict(X[:4], verbose=0)
+
+
+# ----------------------------------------------------------------------------- meta-training
+def test_population_adam_never_applies_a_non_finite_or_absurd_genome():
+    params = [tf.Variable([[1.0, 1.0], [99.99, 2.0], [3.0, 3.0]])]
+    adam = PopulationAdam(params, learning_rate=0.1, clip_norm=None)
+    applied, _ = adam.apply([tf.constant([[1.0, 1.0], [-1.0, 1.0], [np.inf, 1.0]])],
+                            tf.constant([1.0, 1.0, 1.0]))
+    np.testing.assert_array_equal(applied.numpy(), [True, False, False])  # 99.99 -> 100.09
+    np.testing.assert_array_equal(params[0].numpy()[1:],
+                                  np.float32([[99.99, 2.0], [3.0, 3.0]]))
+    np.testing.assert_array_equal(adam.steps.numpy(), [1.0, 0.0, 0.0])
+    np.testing.assert_array_equal(adam.first_moments[0].numpy()[1:], np.zeros((2, 2)))
+    blown = PopulationAdam([tf.Variable([[1.0, 1.0]])], learning_rate=1e6)
+    applied, _ = blown.apply([tf.constant([[0.1, -0.1]])], tf.constant([1.0]))
+    assert not applied.numpy()[0] and blown.params[0].numpy().tolist() == [[1.0, 1.0]]
+    with pytest.raises(ValueError, match="max_abs_value"):
+        PopulationAdam(params, max_abs_value=0.0)
+
+
+def test_skipped_meta_steps_are_counted_apart_and_stop_the_run():
+    trainer = _trainer(population=2, validation=False, log_every=1, validate_every=0,
+                       checkpoint_every=0, max_consecutive_skips=2)
+    nan_row = lambda v: tf.tensor_scatter_nd_update(v, [[1]], tf.fill([1, *v.shape[1:]], np.nan))
+    trainer.genome.norm_gain.assign(nan_row(trainer.genome.norm_gain))
+    trainer.step()  # genome 1 skipped, genome 0 applied: not a skipped meta-step
+    assert (int(trainer.skipped.numpy()), int(trainer.skipped_meta_steps.numpy())) == (1, 0)
+    trainer.genome.norm_gain.assign(tf.fill(trainer.genome.norm_gain.shape, np.nan))
+    result = trainer.train(2, resume=False)  # one skipped meta-step: below the limit
+    assert (result.skipped, result.skipped_meta_steps) == (3, 1)
+    with pytest.raises(MetaTrainingDiverged, match="no genome update was applied in the last 2 "
+                                                   "meta-steps"):
+        trainer.train(30, resume=False)
+    assert trainer.step_count == 3
+    assert (int(trainer.skipped.numpy()), int(trainer.skipped_meta_steps.numpy())) == (5, 2)
+
+
+def test_checkpoints_without_the_new_counters_still_restore(tmp_path):
+    old = CheckpointState(str(tmp_path), skipped=tf.Variable(7, dtype=tf.int64))
+    old.save(1)
+    skipped, run = tf.Variable(0, dtype=tf.int64), tf.Variable(5, dtype=tf.int64)
+    new = CheckpointState(str(tmp_path), optional=("consecutive_skips",), skipped=skipped,
+                          consecutive_skips=run)
+    assert new.restore_latest()
+    assert int(skipped.numpy()) == 7 and int(run.numpy()) == 5
+
+
+def test_blown_up_meta_training_exits_nonzero_and_writes_no_genome(tmp_path, capsys):
+    # Every Adam step of lr 1e6 would take the genome to about ±1e6: none is applied, and a
+    # run (shorter than --max_consecutive_skips) that never applied an update fails at its end.
+    out = tmp_path / "run"
+    code = _main(meta_train, [f"--out_dir={out}", *META_ARGS, "--meta_steps=2",
+                              "--learning_rate=1e6"])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 1
+    assert last.startswith("meta_train: error: meta-training diverged: no genome update was "
+                           "applied in the last 2 meta-steps"), last
+    assert not (out / "genome.json").exists() and not (out / "summary.json").exists()
+
+
+def test_meta_train_summary_counts_skips_and_a_rerun_keeps_its_timing(tmp_path):
+    out = tmp_path / "run"
+    argv = [f"--out_dir={out}", *META_ARGS, "--meta_steps=3"]
+    previous = os.umask(0o022)
+    try:
+        flags.FLAGS(["meta_train", *argv])
+        first = meta_train.run(meta_train.flag_values())
+        second = meta_train.run(meta_train.flag_values())  # finds the run finished
+    finally:
+        flags.FLAGS.unparse_flags()
+        os.umask(previous)
+    assert first["skipped_meta_steps"] == 0 and first["skipped_genome_updates"] == 0
+    assert "skipped_steps" not in first
+    assert second["meta_steps_this_call"] == 3 and second["meta_steps_per_second"] > 0
+    assert second["meta_steps_per_second"] == first["meta_steps_per_second"]
+    assert json.loads((out / "summary.json").read_text())["meta_steps_per_second"] == \
+        first["meta_steps_per_second"]
+    for name in ("genome.json", "summary.json", "flags.json"):
+        assert stat.S_IMODE(os.stat(out / name).st_mode) == 0o644, name
+
+
+def test_atomic_writes_follow_the_umask(tmp_path):
+    previous = os.umask(0o027)
+    try:
+        atomic_write(str(tmp_path / "a.txt"), lambda f: f.write("x"))
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(os.stat(tmp_path / "a.txt").st_mode) == 0o640
+
+
+# ----------------------------------------------------------------------------- datasets
+def test_image_spec_is_checked_before_any_data_is_prepared(tmp_path):
+    start = time.monotonic()
+    with pytest.raises(ValueError, match=r"crop=99 is larger than the 28x28 mnist images"):
+        get_task("mnist:crop=99", data_dir=str(tmp_path), tfds_manual_dir=str(tmp_path))
+    assert time.monotonic() - start < 10 and not os.listdir(tmp_path)
+
+
+def _hang(*args, **kwargs):
+    time.sleep(5)
+    raise OSError("gave up")
+
+
+def _refuse(*args, **kwargs):
+    raise ConnectionRefusedError(111, "Connection refused")
+
+
+@pytest.mark.parametrize("connect, reason", [(_hang, "no answer within 0.5 s"),
+                                             (_refuse, "Connection refused")])
+def test_download_without_network_fails_fast_and_says_why(connect, reason, folders, capsys,
+                                                          monkeypatch):
+    monkeypatch.setattr(socket, "create_connection", connect)
+    monkeypatch.setattr(images_lib, "DOWNLOAD_PROBE_SECONDS", 0.5)
+    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    start = time.monotonic()
+    code = _main(evaluate, ["--tasks=mnist", "--download=true", f"--data_dir={folders['data']}",
+                            f"--tfds_manual_dir={folders['none']}",
+                            f"--out_dir={folders['tmp']}/out"])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 1 and time.monotonic() - start < 20
+    assert last.startswith("evaluate: error: Dataset 'mnist': download=True but "
+                           "storage.googleapis.com:443 cannot be reached"), last
+    assert reason in last
