@@ -41,7 +41,7 @@ class TruncatedUnrollGradient(tf.Module):
       meta_batch: M, networks per genome.
       truncation_length: U, inner steps differentiated per meta-step.
       meta_loss, jit_compile, segment_length: of the `SegmentedUnrollGradient` that unrolls
-        and differentiates each truncation (segment_length defaults to U: one segment).
+        and differentiates each truncation (segment_length defaults to, and is capped at, U).
     """
 
     def __init__(self, problem: InnerProblem, population: int, meta_batch: int,
@@ -58,9 +58,9 @@ class TruncatedUnrollGradient(tf.Module):
             raise ValueError(f"population must be an int >= 1, got {population!r}")
         self.problem, self.population, self.meta_batch = problem, population, meta_batch
         self.truncation_length = truncation_length
-        self.unroll = SegmentedUnrollGradient(problem, meta_batch,
-                                              segment_length or truncation_length, meta_loss,
-                                              jit_compile)
+        self.unroll = SegmentedUnrollGradient(
+            problem, meta_batch, min(segment_length or truncation_length, truncation_length),
+            meta_loss, jit_compile)
         networks = population * meta_batch
         forwards, backwards = problem.network.to_channel_major(
             problem.init_synapses(networks, 0))
