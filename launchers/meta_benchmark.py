@@ -148,14 +148,12 @@ def meta_step_flops(inner_flops: int, networks: int, config: Config, segment: in
 
 def run(fv=flags.FLAGS) -> str:
     configs = configs_from_flags(fv)
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
     from blur_tf import MetaTrainer, Rule  # pylint: disable=g-import-not-at-top
     from blur_tf.meta import ConstantSchedule, InnerProblem  # pylint: disable=g-import-not-at-top
     from blur_tf.meta.estimators import (FullUnrollGradient,  # pylint: disable=g-import-not-at-top
                                          SegmentedUnrollGradient)
     from blur_tf.tasks import get_task  # pylint: disable=g-import-not-at-top
     from launchers.benchmark import blur_flops  # pylint: disable=g-import-not-at-top
-    del tf
     specs = [s.strip() for v in fv.tasks for s in v.split(";") if s.strip()]
     tasks = [get_task(s, tfds_manual_dir=fv.tfds_manual_dir) for s in specs]
     hidden = parse_ints(fv.layer_sizes, "layer_sizes")

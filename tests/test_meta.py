@@ -303,3 +303,14 @@ def test_bad_flags_exit_nonzero_before_any_work(tmp_path, flag, message):
     assert message in result.stderr
     assert not out_dir.exists()
     assert time.time() - start < 60
+
+
+def test_validation_scores_rank_by_final_accuracy_or_by_the_whole_curve():
+    from blur_tf.meta import ValidationResult  # pylint: disable=g-import-not-at-top
+    # Genome 0 learns fast then drops; genome 1 learns slowly and ends higher.
+    curves = {"t": np.array([[0.1, 0.9, 0.9, 0.6], [0.1, 0.3, 0.5, 0.7]])}
+    assert ValidationResult(3, curves, "final").best() == 1
+    np.testing.assert_allclose(ValidationResult(3, curves, "mean").scores(), [0.8, 0.5])
+    assert ValidationResult(3, curves, "mean").best() == 0
+    with pytest.raises(ValueError, match="validation score"):
+        Validator(_tasks("toy.nxor"), HIDDEN, Rule(), batch_size=16, score="auc")
