@@ -31,6 +31,7 @@ from blur_tf import baselines, evaluation
 from blur_tf.export import export_learner
 from blur_tf.files import check_output_directory
 from blur_tf.genome import Genome
+from launchers import settings_or_exit
 
 
 def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
@@ -211,14 +212,9 @@ def format_timing(timing: dict, settings: Settings) -> str:
             f"BlurModel.train_on_batch     {timing['blur_model_train_on_batch_ms']:.3f}")
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    try:
-        settings = settings_from_flags(flags.FLAGS)
-    except ValueError as e:
-        raise app.UsageError(str(e)) from None
-    run(settings)
+def main(argv, fv: flags.FlagValues | None = None):
+    """Bad flags: one line on stderr (no flag help), exit status 2, before any work."""
+    run(settings_or_exit("export", argv, settings_from_flags, fv or flags.FLAGS))
     return 0
 
 

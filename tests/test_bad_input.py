@@ -25,7 +25,7 @@ from blur_tf.meta.checkpoint import CheckpointState
 from blur_tf.meta.trainer import MetaTrainingDiverged
 from blur_tf.tasks import get_task
 from blur_tf.tasks import images as images_lib
-from launchers import benchmark, evaluate, meta_train
+from launchers import benchmark, evaluate, export, meta_train
 from tests.test_meta import _trainer
 from tests.test_model import xor_data
 
@@ -84,6 +84,9 @@ LAUNCHER_CASES = [
     # a spec that does not fit the dataset: checked before any data is prepared.
     (evaluate, ["--tasks=mnist:crop=99", "--data_dir={data}", "--out_dir={tmp}/out"], 1,
      "crop=99 is larger than the 28x28 mnist images"),
+    # export: the same one line (not absl's UsageError under the whole flag help).
+    (export, ["--genome=backprop", "--task=toy.xor", "--out_dir={tmp}/out"], 2,
+     "--layer_sizes is required"),
     # meta_train: --out_dir checked before the tasks are built (mnist is not available here).
     # (--deterministic=false: op determinism would stay enabled in this process.)
     (meta_train, ["--out_dir={file}/x", "--tasks=mnist", "--tfds_manual_dir={none}",
