@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test bazel-test benchmark meta-benchmark genome-mnist-fast clean
+.PHONY: run test bazel-test benchmark meta-benchmark meta-benchmark-scaling genome-mnist-fast clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,12 @@ benchmark: $(VENV)/.installed
 
 meta-benchmark: $(VENV)/.installed
 	BLUR_TFDS_MANUAL_DIR="$(BLUR_TFDS_MANUAL_DIR)" $(PY) -m launchers.meta_benchmark
+
+# meta-steps/s on 1 device and under MirroredStrategy on 2 logical CPU devices (README,
+# "Distributed meta-training"); run it on an idle machine.
+meta-benchmark-scaling: $(VENV)/.installed
+	BLUR_TFDS_MANUAL_DIR="$(BLUR_TFDS_MANUAL_DIR)" $(PY) -m launchers.meta_benchmark \
+	  --devices=1,2 --estimators=full --lengths=10,50
 
 # genomes/mnist_fast.json from scratch (genomes/mnist_fast.md): the two meta-training stages of
 # launchers/configs/mnist_fast*.cfg, each resumable; the result is runs/mnist_fast_stage2/genome.json.

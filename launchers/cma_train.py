@@ -22,6 +22,9 @@ Writes into --out_dir:
   ckpt/         checkpoints; rerunning the same command resumes from the latest one;
   flags.json    the flags of the run (a rerun with different search flags is refused).
 
+`--strategy`/`--cpu_devices` (meta_train's) split each generation's candidates over replicas;
+only the chief writes into --out_dir.
+
 SIGTERM / SIGINT save a checkpoint and exit with status 128 + signal; bad flags exit with
 status 2 and a one-line message before any work.
 """
@@ -62,11 +65,11 @@ SHARED_FLAGS = (
     "validate_every", "validation_unroll", "validation_score", "validation_networks",
     "validation_examples",
     "checkpoint_every", "keep_checkpoints", "log_every", "out_dir", "tfds_manual_dir",
-    "data_dir", "deterministic", "print_table")
+    "data_dir", "deterministic", "print_table", "strategy", "cpu_devices")
 RESUMABLE_FLAGS = ("generations", "validate_every", "checkpoint_every", "keep_checkpoints",
                    "log_every", "out_dir", "tfds_manual_dir", "data_dir", "print_table",
                    "validation_tasks", "validation_networks", "validation_examples",
-                   "test_tasks")
+                   "test_tasks", "strategy", "cpu_devices")
 FlagError = meta_train.FlagError
 
 
@@ -116,9 +119,8 @@ def build_config(values: dict):
         except ValueError as e:
             raise FlagError(f"--test_tasks: {e}") from None
     if values["init_genome"]:
-        from blur_tf.genome import Genome  # pylint: disable=g-import-not-at-top
         try:
-            genome = Genome.load(values["init_genome"])
+            genome = meta_train.initial_genome(values["init_genome"])
         except ValueError as e:
             raise FlagError(f"--init_genome: {e}") from None
         if genome.num_states != rule.num_states or genome.population != 1:
@@ -137,10 +139,11 @@ def run(values: dict, argv=None) -> dict:
         build_config(values)
     out_dir = os.path.abspath(values["out_dir"])
     meta_train.check_resume(out_dir, values, RESUMABLE_FLAGS)
+    strategy = meta_train.make_strategy(values)
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     from blur_tf import meta  # pylint: disable=g-import-not-at-top
+    from blur_tf.meta.distribute import is_chief  # pylint: disable=g-import-not-at-top
     from blur_tf.files import write_json_atomic  # pylint: disable=g-import-not-at-top
-    from blur_tf.genome import Genome  # pylint: disable=g-import-not-at-top
     from blur_tf.meta import report  # pylint: disable=g-import-not-at-top
     from blur_tf.tasks import get_task  # pylint: disable=g-import-not-at-top
     if values["deterministic"]:
@@ -154,7 +157,7 @@ def run(values: dict, argv=None) -> dict:
         problem = meta.InnerProblem(tasks, hidden, rule, values["batch_size"],
                                     eval_batch * values["eval_batches"])
         validator = meta_train.make_validator(values, validation_tasks, hidden, rule)
-        start = Genome.load(values["init_genome"]) if values["init_genome"] else None
+        start = meta_train.initial_genome(values["init_genome"])
         trainer = meta.CmaTrainer(
             problem, schedule, population=values["population"], sigma0=values["sigma0"],
             seed=values["seed"], genome=start, fields=fields,
@@ -166,13 +169,13 @@ def run(values: dict, argv=None) -> dict:
             checkpoint_every=values["checkpoint_every"], log_every=values["log_every"],
             checkpoint_dir=os.path.join(out_dir, "ckpt"),
             summary_dir=os.path.join(out_dir, "tb"),
-            keep_checkpoints=values["keep_checkpoints"])
+            keep_checkpoints=values["keep_checkpoints"], strategy=strategy)
     except ValueError as e:
         raise FlagError(str(e)) from None
     command = " ".join(shlex.quote(a) for a in (argv or sys.argv))
-    write_json_atomic(os.path.join(out_dir, "flags.json"), {"command": command, "flags": values})
-    trainer.summaries.flags("\n".join(f"--{k}={v}" for k, v in values.items()) +
-                            f"\n\ncommand: {command}")
+    chief = is_chief(strategy)
+    if chief:
+        meta_train.write_flags(trainer, out_dir, command, values)
     logging.info("CMA-ES: population %d x %d networks, %d-dimensional genome vector (%s) on "
                  "%s; validation on %s; unroll %s; %d generations -> %s", values["population"],
                  values["networks"], trainer.mapping.size, ", ".join(trainer.mapping.fields),
@@ -211,6 +214,9 @@ def run(values: dict, argv=None) -> dict:
                 "vector_layout": trainer.mapping.layout(), "best": summary["best"],
                 "validation_accuracy": final,
                 "validation_unroll_length": summary["validation"]["unroll_length"]}
+    if not chief:
+        logging.info("CMA-ES done on this worker; the chief writes %s", out_dir)
+        return summary
     best.save(os.path.join(out_dir, "genome.json"), metadata=metadata)
     report_tasks = test_tasks or validation_tasks
     if values["print_table"] and report_tasks:

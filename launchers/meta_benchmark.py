@@ -22,12 +22,23 @@ launchers/benchmark.py: `blur_flops`) × networks × T × 3 (forward, and a back
 costs about twice the forward), plus one forward per recomputed inner step for the segmented
 estimator (all segments but the last are run twice). Elementwise work is left out.
 
+**Scaling** (`--devices=1,2`): meta-steps/s of the same configurations with the meta-step split
+over N replicas (README, "Distributed meta-training"), one subprocess per N (logical devices
+must be configured before TensorFlow initializes): N = 1 is the single-device trainer (no
+strategy), N > 1 `MirroredStrategy` over N logical CPU devices (`--replicas=N`, the flag those
+subprocesses get). Every N must divide `--meta_batch`. On a machine with GPUs the same code
+path runs `MirroredStrategy` over GPUs (`meta_train --strategy=mirrored`).
+
 Flags are checked before any work; a bad value exits with status 2 and a one-line message.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -63,6 +74,12 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
                        "2 meta-steps).", flag_values=fv)
     flags.DEFINE_string("tfds_manual_dir", None, "Folder with <dataset>/<original files> "
                         "(default: env BLUR_TFDS_MANUAL_DIR).", flag_values=fv)
+    flags.DEFINE_list("devices", [], "Scaling mode: device counts N to compare, each in a "
+                      "subprocess (1: single device; N > 1: MirroredStrategy over N logical "
+                      "CPU devices).", flag_values=fv)
+    flags.DEFINE_integer("replicas", None, "Run this process's configurations over this many "
+                         "replicas and print them as JSON (what --devices runs).",
+                         flag_values=fv)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,12 +110,20 @@ def configs_from_flags(fv=flags.FLAGS) -> list[Config]:
             raise ValueError(f"--{name} must be >= {low}, got {value}")
     if not fv.seconds > 0:
         raise ValueError(f"--seconds must be > 0, got {fv.seconds}")
+    for n in device_counts(fv) + ([fv.replicas] if fv.replicas is not None else []):
+        if n < 1 or fv.meta_batch % n:
+            raise ValueError(f"device counts must be >= 1 and divide --meta_batch="
+                             f"{fv.meta_batch}, got {n}")
     configs = []
     for estimator in estimators:
         for use_xla in (xla if estimator == "segmented" else ["false"]):
             configs += [Config(estimator, use_xla == "true", t) for t in lengths
                         if estimator != "full" or t <= fv.max_full_length]
     return configs
+
+
+def device_counts(fv) -> list[int]:
+    return parse_ints(fv.devices, "devices")
 
 
 def _libc():
@@ -148,6 +173,49 @@ def meta_step_flops(inner_flops: int, networks: int, config: Config, segment: in
 
 def run(fv=flags.FLAGS) -> str:
     configs = configs_from_flags(fv)
+    if fv.devices:
+        return scaling(fv)
+    strategy = None
+    if fv.replicas and fv.replicas > 1:
+        from blur_tf.meta.distribute import make_strategy  # pylint: disable=g-import-not-at-top
+        strategy = make_strategy("mirrored", fv.replicas)
+    rows = measure(configs, fv, strategy)
+    if fv.replicas is not None:
+        return json.dumps([[dataclasses.asdict(r[0]), *r[1:]] for r in rows])
+    return format_table(rows, fv)
+
+
+def scaling(fv) -> str:
+    """Runs `measure` once per device count in a subprocess; a table of meta-steps/s."""
+    argv = [a for a in sys.argv[1:] if not a.startswith(("--devices", "--replicas"))]
+    rates = {}
+    for n in device_counts(fv):
+        command = [sys.executable, "-m", "launchers.meta_benchmark", *argv, f"--replicas={n}"]
+        result = subprocess.run(command, stdout=subprocess.PIPE, text=True,
+                                env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), check=False)
+        if result.returncode:
+            raise RuntimeError(f"the {n}-device run failed (status {result.returncode})")
+        *progress, rows = result.stdout.strip().splitlines()
+        for config, rate, *_ in json.loads(rows):
+            rates[(config["estimator"], config["xla"], config["length"], n)] = rate
+        print("\n".join(f"{n} device(s): {line}" for line in progress), flush=True)
+    counts = device_counts(fv)
+    lines = [f"{fv.population} genomes x {fv.meta_batch} networks, layers "
+             f"{','.join(fv.layer_sizes)} hidden, K = {fv.num_states}, batch {fv.batch_size}; "
+             f"meta-steps/s (speed-up vs {counts[0]} device(s))",
+             "| estimator | XLA | T | " + " | ".join(f"{n} device(s)" for n in counts) + " |",
+             "|---|---|---|" + "---|" * len(counts)]
+    for estimator, xla, length in dict.fromkeys(k[:3] for k in rates):
+        base = rates[(estimator, xla, length, counts[0])]
+        cells = [f"{rates[(estimator, xla, length, n)]:.2f} "
+                 f"({rates[(estimator, xla, length, n)] / base:.2f}×)" for n in counts]
+        lines.append(f"| {estimator} | {'on' if xla else 'off'} | {length} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def measure(configs, fv, strategy=None) -> list:
+    """(config, meta-steps/s, MiB added, first-step seconds, FLOPs) per configuration."""
     from blur_tf import MetaTrainer, Rule  # pylint: disable=g-import-not-at-top
     from blur_tf.meta import ConstantSchedule, InnerProblem  # pylint: disable=g-import-not-at-top
     from blur_tf.meta.estimators import (FullUnrollGradient,  # pylint: disable=g-import-not-at-top
@@ -171,7 +239,7 @@ def run(fv=flags.FLAGS) -> str:
         trainer = MetaTrainer(problem, ConstantSchedule(config.length),
                               population=fv.population, meta_batch=fv.meta_batch,
                               estimator=estimator, log_every=0, validate_every=0,
-                              checkpoint_every=0)
+                              checkpoint_every=0, strategy=strategy)
         start = time.perf_counter()
         trainer.step()
         compile_seconds = time.perf_counter() - start
@@ -191,7 +259,7 @@ def run(fv=flags.FLAGS) -> str:
         rows.append((config, rate, memory.added_mb, compile_seconds, flops))
         print(f"{config}: {rate:.2f} meta-steps/s, +{memory.added_mb:.0f} MiB, "
               f"first step {compile_seconds:.1f} s", flush=True)
-    return format_table(rows, fv)
+    return rows
 
 
 def format_table(rows, fv) -> str:

@@ -12,6 +12,11 @@ Writes into --out_dir:
   ckpt/         checkpoints; rerunning the same command resumes from the latest one.
   flags.json    the flags of the run (a rerun with different training flags is refused).
 
+Distributed (README, "Distributed meta-training"): `--strategy=mirrored` splits every meta-step
+over this machine's GPUs (or `--cpu_devices=N` logical CPU devices), `--strategy=multi_worker`
+over the workers of `TF_CONFIG` (run the same command on every worker); `--meta_batch` must be
+divisible by the number of replicas. Only the chief writes into --out_dir.
+
 SIGTERM / SIGINT save a checkpoint and exit with status 128 + signal. Bad flags (including an
 --out_dir that cannot be written) exit with status 2 and a one-line message before any task is
 built; a run that diverges (`--max_consecutive_skips` meta-steps in a row without a genome
@@ -103,6 +108,12 @@ flags.DEFINE_string("tfds_manual_dir", None, "Folder with <dataset>/<original fi
                     "(default: env BLUR_TFDS_MANUAL_DIR).")
 flags.DEFINE_string("data_dir", None, "tfds data folder (default: env BLUR_TFDS_DATA_DIR).")
 flags.DEFINE_bool("deterministic", True, "Enable TensorFlow op determinism.")
+flags.DEFINE_string("strategy", "none", "tf.distribute strategy: none (one device), mirrored "
+                    "(this machine's GPUs, or --cpu_devices logical CPU devices) or multi_worker "
+                    "(MultiWorkerMirroredStrategy; the cluster comes from TF_CONFIG). Only the "
+                    "chief writes outputs and checkpoints.")
+flags.DEFINE_integer("cpu_devices", None, "With --strategy=mirrored: split the host CPU into "
+                     "this many logical devices (>= 1), one replica each.")
 flags.DEFINE_bool("print_table", True, "Print held-out accuracy of the learned genome next to "
                   "a random genome at the end.")
 
@@ -110,7 +121,7 @@ flags.DEFINE_bool("print_table", True, "Print held-out accuracy of the learned g
 RESUMABLE_FLAGS = ("meta_steps", "validate_every", "checkpoint_every", "keep_checkpoints",
                    "log_every", "out_dir", "tfds_manual_dir", "data_dir", "print_table",
                    "validation_tasks", "validation_networks", "validation_examples",
-                   "max_consecutive_skips")
+                   "max_consecutive_skips", "strategy", "cpu_devices")
 
 
 class FlagError(ValueError):
@@ -133,11 +144,16 @@ def build_config(values: dict):
 
     Raises FlagError naming the problem.
     """
+    from blur_tf.meta import distribute  # pylint: disable=g-import-not-at-top
     from blur_tf.meta.schedules import parse_schedule  # pylint: disable=g-import-not-at-top
     from blur_tf.rule import Rule  # pylint: disable=g-import-not-at-top
     from blur_tf.tasks.spec import parse_spec  # pylint: disable=g-import-not-at-top
     if not values["out_dir"]:
         raise FlagError("--out_dir is required")
+    try:
+        distribute.check_strategy(values.get("strategy", "none"), values.get("cpu_devices"))
+    except ValueError as e:
+        raise FlagError(e) from None
     try:
         hidden = [int(n) for n in values["layer_sizes"]]
     except ValueError:
@@ -233,6 +249,19 @@ def check_resume(out_dir: str, values: dict, resumable=RESUMABLE_FLAGS) -> None:
                         "use another --out_dir or the original flags to resume")
 
 
+def make_strategy(values: dict, meta_batch: int | None = None):
+    """The strategy of `--strategy`/`--cpu_devices` (None for none), made before anything runs
+    TensorFlow ops; FlagError if it cannot be made or its replicas do not divide `meta_batch`."""
+    from blur_tf.meta import distribute  # pylint: disable=g-import-not-at-top
+    try:
+        strategy = distribute.make_strategy(values["strategy"], values["cpu_devices"])
+        if meta_batch is not None:
+            distribute.replica_share(meta_batch, strategy, "--meta_batch")
+    except ValueError as e:
+        raise FlagError(e) from None
+    return strategy
+
+
 def peak_rss_mb() -> float:
     """Peak resident set size of this process in MiB (Linux ru_maxrss is in KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -251,9 +280,11 @@ def run(values: dict, argv=None) -> dict:
     except ValueError as e:
         raise FlagError(f"--out_dir: {e}") from None
     check_resume(out_dir, values)
+    strategy = make_strategy(values, values["meta_batch"])
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     from blur_tf.genome import Genome  # pylint: disable=g-import-not-at-top
     from blur_tf import meta  # pylint: disable=g-import-not-at-top
+    from blur_tf.meta.distribute import is_chief  # pylint: disable=g-import-not-at-top
     from blur_tf.meta import report  # pylint: disable=g-import-not-at-top
     from blur_tf.tasks import get_task  # pylint: disable=g-import-not-at-top
     if values["deterministic"]:
@@ -279,14 +310,13 @@ def run(values: dict, argv=None) -> dict:
             summary_dir=os.path.join(out_dir, "tb"),
             keep_checkpoints=values["keep_checkpoints"],
             max_consecutive_skips=values["max_consecutive_skips"],
-            estimator=make_estimator(values, problem))
+            estimator=make_estimator(values, problem), strategy=strategy)
     except ValueError as e:
         raise FlagError(str(e)) from None
     command = " ".join(shlex.quote(a) for a in (argv or sys.argv))
-    write_json_atomic(os.path.join(out_dir, "flags.json"),
-                      {"command": command, "flags": values})
-    trainer.summaries.flags("\n".join(f"--{k}={v}" for k, v in values.items()) +
-                            f"\n\ncommand: {command}")
+    chief = is_chief(strategy)
+    if chief:
+        write_flags(trainer, out_dir, command, values)
     logging.info("meta-training %d genome(s) x %d networks on %s; validation on %s; "
                  "unroll %s; %d meta-steps -> %s", values["population"], values["meta_batch"],
                  problem.task_names, validator.names if validator else [], schedule,
@@ -319,6 +349,9 @@ def run(values: dict, argv=None) -> dict:
                 "validation_tasks": validation_specs, "meta_steps": result.steps,
                 "validation_accuracy": final,
                 "validation_unroll_length": validation.length if validation else None}
+    if not chief:
+        logging.info("meta-training done on this worker; the chief writes %s", out_dir)
+        return summary
     best.save(os.path.join(out_dir, "genome.json"), metadata=metadata)
     if values["print_table"] and validation_tasks:
         random = Genome.random(rule.num_states, seed=values["seed"],
@@ -339,6 +372,14 @@ def run(values: dict, argv=None) -> dict:
                  result.seconds, summary["meta_steps_per_second"] or 0.0,
                  result.skipped_meta_steps, result.skipped, summary["peak_rss_mb"])
     return summary
+
+
+def write_flags(trainer, out_dir: str, command: str, values: dict) -> None:
+    """flags.json and the flags as TensorBoard text (the chief's first writes of a run)."""
+    from blur_tf.files import write_json_atomic  # pylint: disable=g-import-not-at-top
+    write_json_atomic(os.path.join(out_dir, "flags.json"), {"command": command, "flags": values})
+    trainer.summaries.flags("\n".join(f"--{k}={v}" for k, v in values.items()) +
+                            f"\n\ncommand: {command}")
 
 
 TIMING_KEYS = ("wall_seconds_this_call", "meta_steps_this_call", "meta_steps_per_second",

@@ -7,12 +7,19 @@ population bookkeeping (best genome index, its validation score, the last synchr
 and the skipped-step counter. `tf.train.CheckpointManager` keeps the last N checkpoints; TF
 writes each checkpoint to temporary files and renames them, then updates the index, so a run
 killed at any moment (even by SIGKILL) resumes from the last complete checkpoint.
+
+In a multi-worker job (`tf.distribute.MultiWorkerMirroredStrategy`) only the chief keeps
+checkpoints, following TensorFlow's documented pattern: every worker saves (saving may need the
+collectives of every worker), a non-chief worker (`chief=False`) into a temporary folder that is
+deleted right away; every worker restores from `directory`, the chief's folder.
 """
 
 from __future__ import annotations
 
 import contextlib
+import shutil
 import signal
+import tempfile
 
 import tensorflow as tf
 
@@ -25,13 +32,16 @@ class CheckpointState:
       max_to_keep: checkpoints kept (keep-N).
       optional: names of trackables that checkpoints written before they existed lack; such a
         checkpoint still restores (strictly, everything else), and they keep their values.
+      chief: False on a non-chief worker of a multi-worker job: `save` writes to a temporary
+        folder and deletes it (module doc); restoring still reads `directory`.
       **trackables: objects saved (variables, modules).
     """
 
-    def __init__(self, directory: str, max_to_keep: int = 3, optional=(), **trackables):
+    def __init__(self, directory: str, max_to_keep: int = 3, optional=(), chief: bool = True,
+                 **trackables):
         if not isinstance(max_to_keep, int) or max_to_keep < 1:
             raise ValueError(f"checkpoints to keep must be an int >= 1, got {max_to_keep!r}")
-        self.trackables, self.optional = trackables, tuple(optional)
+        self.trackables, self.optional, self.chief = trackables, tuple(optional), chief
         self.checkpoint = tf.train.Checkpoint(**trackables)
         self.manager = tf.train.CheckpointManager(self.checkpoint, directory,
                                                   max_to_keep=max_to_keep)
@@ -48,8 +58,17 @@ class CheckpointState:
             checkpoint.restore(path).assert_existing_objects_matched()
         return path
 
-    def save(self, step: int) -> str:
-        return self.manager.save(checkpoint_number=int(step))
+    def save(self, step: int) -> str | None:
+        """Writes checkpoint `step`; its path, or None on a non-chief worker (nothing kept)."""
+        if self.chief:
+            return self.manager.save(checkpoint_number=int(step))
+        scratch = tempfile.mkdtemp(prefix="blur_tf_worker_checkpoint_")
+        try:
+            tf.train.CheckpointManager(self.checkpoint, scratch, max_to_keep=1).save(
+                checkpoint_number=int(step))
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return None
 
 
 class StopRequest:

@@ -37,6 +37,15 @@ run killed at any moment resumes from the last complete checkpoint and, with det
 ops, ends with the same genome as an uninterrupted one. (The blob is a pickle: only restore
 checkpoints you wrote.)
 
+**Distribution** (`strategy`): the λ candidates of a generation are split over the replicas of a
+`tf.distribute.Strategy` and their fitness values all-gathered (`distribute.DistributedFitness`;
+λ need not be divisible by the replica count). `ask`/`tell` run on the host of every worker:
+each worker holds the same pycma strategy (same seed, same sampler) and is told the same
+all-gathered fitness, so all workers follow the same search; the candidates evaluated are the
+chief's, broadcast exactly before every evaluation, so even a worker whose float64 linear
+algebra differed in the last bit would score and tell the chief's generation. Only the chief
+keeps checkpoints and writes summaries.
+
 pycma's termination criteria (`es.stop()`) are reported, not obeyed: a run does the number of
 generations it is asked for.
 """
@@ -54,6 +63,7 @@ import numpy as np
 import tensorflow as tf
 
 from blur_tf.genome import Genome
+from blur_tf.meta import distribute
 from blur_tf.meta import schedules as schedules_lib
 from blur_tf.meta import seeds
 from blur_tf.meta.checkpoint import CheckpointState, StopRequest
@@ -131,6 +141,8 @@ class CmaTrainer:
       checkpoint_dir, summary_dir, keep_checkpoints: as MetaTrainer.
       cma_options: extra pycma options (e.g. {'CMA_diagonal': True}); `popsize`, `randn`,
         `seed` and verbosity are set here.
+      strategy: a `tf.distribute.Strategy` to split the candidates over (module doc); None: one
+        device.
     """
 
     def __init__(self, problem: InnerProblem, schedule, *, population: int, sigma0: float = 0.1,
@@ -140,7 +152,7 @@ class CmaTrainer:
                  validator: Validator | None = None, validation_length: int | None = None,
                  validate_every: int = 10, checkpoint_every: int = 10, log_every: int = 1,
                  checkpoint_dir: str | None = None, summary_dir: str | None = None,
-                 keep_checkpoints: int = 3, cma_options: dict | None = None):
+                 keep_checkpoints: int = 3, cma_options: dict | None = None, strategy=None):
         for name, value, low in (("population", population, 2), ("seed", seed, 0),
                                  ("validate_every", validate_every, 0),
                                  ("checkpoint_every", checkpoint_every, 0),
@@ -166,7 +178,12 @@ class CmaTrainer:
         if genome.population != 1:
             raise ValueError(f"the start genome must have population 1, got {genome.population}")
         self.mapping = GenomeVector(genome, rule_fields(self.rule) if fields is None else fields)
+        self.strategy = strategy
         self.fitness = PopulationFitness(problem, networks, average_steps, eval_batches)
+        self._broadcast = lambda vectors: vectors  # the chief's candidates (module doc)
+        if strategy is not None:
+            self.fitness = distribute.DistributedFitness(self.fitness, strategy)
+            self._broadcast = distribute.ChiefBroadcast(strategy)
         options = dict(cma_options or {})
         options.update(popsize=self.population, randn=NormalSampler(
             seeds.int_seed(self.seed, 0, seeds.SEARCH)), seed=np.nan, verbose=-9, verb_log=0,
@@ -183,9 +200,10 @@ class CmaTrainer:
         self._validated_at = None
         self._stopped_reported = False
         self._blob = tf.Variable(b"", dtype=tf.string, trainable=False, name="cma_state")
-        self.checkpoint = (CheckpointState(checkpoint_dir, keep_checkpoints, state=self._blob)
-                           if checkpoint_dir else None)
-        self.summaries = SummaryWriter(summary_dir) if summary_dir else None
+        chief = distribute.is_chief(strategy)
+        self.checkpoint = (CheckpointState(checkpoint_dir, keep_checkpoints, chief=chief,
+                                           state=self._blob) if checkpoint_dir else None)
+        self.summaries = SummaryWriter(summary_dir) if summary_dir and chief else None
 
     # ----------------------------------------------------------------------------- state
     _PICKLED = ("generation", "es", "non_finite", "best_vector", "best_score",
@@ -235,7 +253,7 @@ class CmaTrainer:
         """Runs one generation (ask, evaluate the population in one call, tell)."""
         g = self.generation
         length = schedules_lib.length_at(self.schedule, g)
-        vectors = np.asarray(self.es.ask(), np.float64)  # [λ, D]
+        vectors = self._broadcast(np.asarray(self.es.ask(), np.float64))  # [λ, D]
         synapses = self.problem.init_synapses(self.fitness.networks,
                                               seeds.int_seed(self.seed, g, seeds.SYNAPSES))
         fitness, finite = self.fitness(self.mapping.decode(vectors), synapses,

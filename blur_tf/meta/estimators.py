@@ -50,6 +50,11 @@ class FullUnrollGradient:
         self.problem = problem
         self.meta_batch = meta_batch
 
+    def with_problem(self, problem, meta_batch: int) -> "FullUnrollGradient":
+        """This estimator on another problem and meta-batch (a replica's share of a
+        distributed meta-step: `distribute.DistributedEstimator`)."""
+        return FullUnrollGradient(problem, meta_batch)
+
     def __call__(self, genome_variables: Genome, synapses, seed: tf.Tensor, length: tf.Tensor):
         """Loss, gradient and diagnostics of one meta-step (call inside `tf.function`).
 
@@ -117,10 +122,17 @@ class SegmentedUnrollGradient:
             raise ValueError(f"meta_loss={meta_loss!r}; one of {META_LOSSES}")
         self.problem, self.meta_batch = problem, meta_batch
         self.segment_length, self.meta_loss = segment_length, meta_loss
+        self.jit_compile = jit_compile
         compiled = lambda fn, guarded: tf.function(functools.partial(fn, guarded=guarded),
                                                    jit_compile=jit_compile)
         self._forward = tuple(compiled(self._segment, g) for g in (False, True))
         self._vjp = tuple(compiled(self._segment_vjp, g) for g in (False, True))
+
+    def with_problem(self, problem, meta_batch: int) -> "SegmentedUnrollGradient":
+        """This estimator's options on another problem and meta-batch (see
+        `FullUnrollGradient.with_problem`)."""
+        return SegmentedUnrollGradient(problem, meta_batch, self.segment_length, self.meta_loss,
+                                       self.jit_compile)
 
     # ----------------------------------------------------------------------------- pieces
     def _segment(self, genome: Genome, state, xs, ys, active, guarded: bool):

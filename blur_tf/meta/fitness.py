@@ -67,7 +67,7 @@ class PopulationFitness:
         self.problem, self.networks = problem, networks
         self.average_steps, self.eval_batches = average_steps, eval_batches
         self.trace_count = 0
-        self._compiled = tf.function(self._fitness, reduce_retracing=True)
+        self._compiled = tf.function(self.evaluate, reduce_retracing=True)
 
     def __call__(self, genome: Genome, synapses, seed, length: int):
         """(fitness float32 [λ] (NaN where non-finite), finite bool [λ]) as numpy arrays.
@@ -76,15 +76,21 @@ class PopulationFitness:
         (population M, shared by all candidates); seed: the generation's stateless seed [2];
         length: inner steps T (≥ average_steps).
         """
-        if not length >= self.average_steps:
-            raise ValueError(f"unroll length {length} is shorter than the {self.average_steps} "
-                             "final steps the fitness averages over")
+        self.check_length(length)
         fitness, finite = self._compiled(genome.as_tensors(), synapses,
                                          tf.constant(seed, tf.int64),
                                          tf.constant(int(length), tf.int32))
         return fitness.numpy(), finite.numpy()
 
-    def _fitness(self, genome: Genome, synapses, seed, length):
+    def check_length(self, length: int) -> None:
+        """ValueError if the unroll is shorter than the steps the fitness averages over."""
+        if not length >= self.average_steps:
+            raise ValueError(f"unroll length {length} is shorter than the {self.average_steps} "
+                             "final steps the fitness averages over")
+
+    def evaluate(self, genome: Genome, synapses, seed, length):
+        """The in-graph fitness (tensors in, tensors out; what `__call__` compiles, and what
+        each replica runs under `distribute.DistributedFitness`)."""
         self.trace_count += 1  # Python side effect: runs once per trace
         candidates = tf.shape(genome.forward_transform)[0]  # dynamic: λ may change, no retrace
         m, population = self.networks, candidates * self.networks

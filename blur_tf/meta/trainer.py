@@ -32,6 +32,15 @@ one (parameters and Adam moments). The initial genomes are distinct random genom
 (`Genome.random(K, seed, population=G)`), or G copies of one if `identical_init` (as the paper:
 the runs then diverge through their data).
 
+Distribution (`strategy`): with a `tf.distribute.Strategy` of R replicas, the G·M networks of a
+meta-step are split over the replicas (R must divide M), the per-genome losses and gradients
+are all-reduced and every replica applies the same Adam step, so the genomes stay identical
+everywhere and equal the single-device ones up to float32 rounding (`distribute`). Genome and
+Adam variables are created under `strategy.scope()`; only the chief of a multi-worker job keeps
+checkpoints and writes summaries; validation runs, undistributed, on every worker. The
+truncated estimator keeps per-network state and is not distributed. `strategy=None` is the
+single-device trainer, unchanged.
+
 Determinism: every random draw is derived from (seed, meta_step) (see `seeds`), the checkpoint
 holds all state, so the same seed gives the same genome and a resumed run ends like an
 uninterrupted one (given deterministic kernels: the launcher enables TF op determinism).
@@ -39,6 +48,7 @@ uninterrupted one (given deterministic kernels: the launcher enables TF op deter
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -47,6 +57,7 @@ import numpy as np
 import tensorflow as tf
 
 from blur_tf.genome import Genome
+from blur_tf.meta import distribute
 from blur_tf.meta import schedules as schedules_lib
 from blur_tf.meta import seeds
 from blur_tf.meta.checkpoint import CheckpointState, StopRequest
@@ -122,6 +133,8 @@ class MetaTrainer:
       max_consecutive_skips: stop with `MetaTrainingDiverged` after this many skipped
         meta-steps in a row (0: never).
       estimator, learner: override the meta-gradient estimator / outer learner (advanced).
+      strategy: a `tf.distribute.Strategy` to split each meta-step over (module doc); None: one
+        device. ValueError (before any work) unless its replica count divides meta_batch.
     """
 
     def __init__(self, problem: InnerProblem, schedule, *, population: int = 1,
@@ -132,7 +145,7 @@ class MetaTrainer:
                  validate_every: int = 100, checkpoint_every: int = 100, log_every: int = 10,
                  checkpoint_dir: str | None = None, summary_dir: str | None = None,
                  keep_checkpoints: int = 3, max_consecutive_skips: int = 20, estimator=None,
-                 learner=None):
+                 learner=None, strategy=None):
         for name, value, low in (("population", population, 1), ("meta_batch", meta_batch, 1),
                                  ("max_consecutive_skips", max_consecutive_skips, 0),
                                  ("validate_every", validate_every, 0),
@@ -145,7 +158,8 @@ class MetaTrainer:
             raise ValueError(f"validation_length must be an int >= 1, got {validation_length!r}")
         if not hasattr(schedule, "stage"):
             raise ValueError(f"schedule must be an unroll schedule object, got {schedule!r}")
-        self.problem, self.schedule = problem, schedule
+        distribute.replica_share(int(meta_batch), strategy)
+        self.problem, self.schedule, self.strategy = problem, schedule, strategy
         self.population, self.meta_batch, self.seed = int(population), int(meta_batch), int(seed)
         self.validator, self.validation_length = validator, validation_length
         self.validate_every, self.checkpoint_every = validate_every, checkpoint_every
@@ -161,23 +175,29 @@ class MetaTrainer:
         if genome.population != self.population:
             raise ValueError(f"initial genome has population {genome.population}, the trainer "
                              f"has population {self.population}")
-        self.genome = genome.as_variables()
-        self.estimator = estimator or FullUnrollGradient(problem, self.meta_batch)
-        self.learner = learner or PopulationAdam(list(self.genome), learning_rate,
-                                                 clip_norm=clip_norm)
-        self.meta_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="meta_step")
-        self.skipped = tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped")
-        self.skipped_meta_steps = tf.Variable(0, dtype=tf.int64, trainable=False,
-                                              name="skipped_meta_steps")
-        self.consecutive_skips = tf.Variable(0, dtype=tf.int64, trainable=False,
-                                             name="consecutive_skips")
-        self.best_index = tf.Variable(0, dtype=tf.int64, trainable=False, name="best_index")
-        self.best_score = tf.Variable(-1.0, dtype=tf.float32, trainable=False,
-                                      name="best_score")
-        self.synced_stage = tf.Variable(0, dtype=tf.int64, trainable=False, name="synced_stage")
-        self.run_seed = tf.Variable(self.seed, dtype=tf.int64, trainable=False, name="seed")
-        self.recent_losses = tf.Variable(tf.zeros([self.population]), trainable=False,
-                                         name="recent_losses")
+        with strategy.scope() if strategy else contextlib.nullcontext():
+            self.genome = genome.as_variables()
+            self.estimator = estimator or FullUnrollGradient(problem, self.meta_batch)
+            self.learner = learner or PopulationAdam(list(self.genome), learning_rate,
+                                                     clip_norm=clip_norm)
+            self.meta_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="meta_step")
+            self.skipped = tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped")
+            self.skipped_meta_steps = tf.Variable(0, dtype=tf.int64, trainable=False,
+                                                  name="skipped_meta_steps")
+            self.consecutive_skips = tf.Variable(0, dtype=tf.int64, trainable=False,
+                                                 name="consecutive_skips")
+            self.best_index = tf.Variable(0, dtype=tf.int64, trainable=False, name="best_index")
+            self.best_score = tf.Variable(-1.0, dtype=tf.float32, trainable=False,
+                                          name="best_score")
+            self.synced_stage = tf.Variable(0, dtype=tf.int64, trainable=False,
+                                            name="synced_stage")
+            self.run_seed = tf.Variable(self.seed, dtype=tf.int64, trainable=False, name="seed")
+            self.recent_losses = tf.Variable(tf.zeros([self.population]), trainable=False,
+                                             name="recent_losses")
+        self._gradient = self.estimator
+        if strategy is not None:
+            self._gradient = distribute.DistributedEstimator(self.estimator, strategy,
+                                                             self.population, self.meta_batch)
         self.checkpoint = None
         if checkpoint_dir:
             self.checkpoint = CheckpointState(
@@ -188,9 +208,11 @@ class MetaTrainer:
                 recent_losses=self.recent_losses, skipped_meta_steps=self.skipped_meta_steps,
                 consecutive_skips=self.consecutive_skips,
                 optional=("skipped_meta_steps", "consecutive_skips"),
+                chief=distribute.is_chief(strategy),
                 **({"estimator": self.estimator}
                    if isinstance(self.estimator, tf.Module) else {}))
-        self.summaries = SummaryWriter(summary_dir) if summary_dir else None
+        self.summaries = (SummaryWriter(summary_dir)
+                          if summary_dir and distribute.is_chief(strategy) else None)
         self.trace_count = 0
         self.last_validation: ValidationResult | None = None
         self._validated_at = None  # (meta-step, length) of last_validation
@@ -226,7 +248,7 @@ class MetaTrainer:
     # ----------------------------------------------------------------------------- meta-step
     def _meta_step(self, synapses, seed, length):
         self.trace_count += 1  # Python side effect: runs once per trace
-        losses, gradients, diagnostics = self.estimator(self.genome, synapses, seed, length)
+        losses, gradients, diagnostics = self._gradient(self.genome, synapses, seed, length)
         applied, norms = self.learner.apply(gradients, losses)
         return losses, applied, norms, diagnostics["task_ids"], diagnostics["accuracy"]
 
