@@ -39,7 +39,7 @@ checkpoint folder, so a resumed multi-machine job needs that folder on a shared 
 (or copied to every worker first).
 
 Strategy construction (`make_strategy`) must come before anything initializes TensorFlow's
-devices: `--cpu_devices=N` splits the host CPU into N logical devices, which TensorFlow allows
+devices (importing TensorFlow does not): `--cpu_devices=N` splits the host CPU into N logical devices, which TensorFlow allows
 only before its first op, and `MultiWorkerMirroredStrategy` starts the worker's collective
 server.
 """
@@ -52,6 +52,9 @@ import math
 import os
 
 import numpy as np
+import tensorflow as tf
+
+from blur_tf.genome import Genome
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +111,6 @@ def configure_cpu_devices(count: int) -> None:
 
     ValueError if TensorFlow has already initialized its devices (they cannot change then).
     """
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
     cpus = tf.config.list_physical_devices("CPU")
     try:
         tf.config.set_logical_device_configuration(
@@ -132,7 +134,6 @@ def make_strategy(name: str, cpu_devices: int | None = None):
         return None
     if cpu_devices is not None and name == "mirrored":
         configure_cpu_devices(cpu_devices)
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
     if name == "mirrored":
         devices = None
         if cpu_devices is not None:
@@ -166,7 +167,6 @@ def replica_share(size: int, strategy, what: str = "meta_batch") -> int:
 # ----------------------------------------------------------------------------- in-graph pieces
 def replica_id():
     """int32 scalar: this replica's index in the sync group (call inside `strategy.run`)."""
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
     return tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int32)
 
 
@@ -176,7 +176,6 @@ def replica_rows(replica, replicas: int, groups: int, group_size: int):
     Row g·group_size + m belongs to replica ⌊m / s⌋, s = group_size / replicas: each replica
     gets the same share s of every group, in order.
     """
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
     share = group_size // replicas
     rows = (tf.range(groups)[:, None] * group_size + replica * share
             + tf.range(share)[None, :])
@@ -202,7 +201,6 @@ class ReplicaShard:
         return replica_rows(replica_id(), self.replicas, self.groups, self.group_size)
 
     def sample(self, seed, population: int):
-        import tensorflow as tf  # pylint: disable=g-import-not-at-top
         share = self.groups * (self.group_size // self.replicas)
         if population != share:
             raise ValueError(f"a replica samples its {share} networks, not {population}")
@@ -231,13 +229,10 @@ class DistributedEstimator:
         self.strategy, self.population, self.meta_batch = strategy, population, meta_batch
         self.replicas = num_replicas(strategy)
         self.share = replica_share(meta_batch, strategy)
-        self.problem = estimator.problem
         self.replica_estimator = estimator.with_problem(
             ReplicaShard(estimator.problem, population, meta_batch, self.replicas), self.share)
 
     def __call__(self, genome_variables, synapses, seed, length):
-        import tensorflow as tf  # pylint: disable=g-import-not-at-top
-        from blur_tf.genome import Genome  # pylint: disable=g-import-not-at-top
         shard = self.replica_estimator.problem
 
         def replica_step():
@@ -268,7 +263,6 @@ class ChiefBroadcast:
     once for any shape."""
 
     def __init__(self, strategy):
-        import tensorflow as tf  # pylint: disable=g-import-not-at-top
         self.strategy = strategy
         self._compiled = tf.function(self._broadcast, reduce_retracing=True)
 
@@ -276,7 +270,6 @@ class ChiefBroadcast:
         return self._compiled(array).numpy()
 
     def _broadcast(self, value):
-        import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
         def replica():
             ctx = tf.distribute.get_replica_context()
@@ -294,18 +287,16 @@ class DistributedFitness:
     """
 
     def __init__(self, fitness, strategy):
-        import tensorflow as tf  # pylint: disable=g-import-not-at-top
         self.fitness, self.strategy = fitness, strategy
         self.networks, self.replicas = fitness.networks, num_replicas(strategy)
         self._compiled = tf.function(self._distributed, reduce_retracing=True)
 
     @property
     def trace_count(self) -> int:
+        """Traces of the wrapped fitness: one per local replica per compilation."""
         return self.fitness.trace_count
 
     def __call__(self, genome, synapses, seed, length: int):
-        import tensorflow as tf  # pylint: disable=g-import-not-at-top
-        from blur_tf.genome import Genome  # pylint: disable=g-import-not-at-top
         self.fitness.check_length(length)
         candidates = genome.population
         block = math.ceil(candidates / self.replicas)
@@ -316,8 +307,6 @@ class DistributedFitness:
         return fitness, np.isfinite(fitness)
 
     def _distributed(self, genome, synapses, seed, length):
-        import tensorflow as tf  # pylint: disable=g-import-not-at-top
-        from blur_tf.genome import Genome  # pylint: disable=g-import-not-at-top
         block = tf.shape(genome.forward_transform)[0] // self.replicas
 
         def replica():
