@@ -154,6 +154,9 @@ def build_config(values: dict):
         distribute.check_strategy(values.get("strategy", "none"), values.get("cpu_devices"))
     except ValueError as e:
         raise FlagError(e) from None
+    if values.get("strategy", "none") != "none" and values.get("estimator") == "truncated":
+        raise FlagError("--estimator=truncated keeps per-network state between meta-steps and "
+                        "is not distributed; use --estimator=full or segmented with --strategy")
     try:
         hidden = [int(n) for n in values["layer_sizes"]]
     except ValueError:

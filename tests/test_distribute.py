@@ -158,3 +158,11 @@ def test_logical_devices_after_tensorflow_initialized_are_refused():
     tf.constant(0)  # this process has initialized TensorFlow
     with pytest.raises(ValueError, match="already initialized its devices"):
         distribute.make_strategy("mirrored", 2)
+
+
+def test_the_truncated_estimator_is_refused_with_a_strategy_before_any_work():
+    from launchers import meta_train  # pylint: disable=g-import-not-at-top
+    from tests.test_meta import _config  # pylint: disable=g-import-not-at-top
+    with pytest.raises(meta_train.FlagError, match="--estimator=truncated .* not distributed"):
+        _config(strategy="mirrored", cpu_devices=2, estimator="truncated")
+    _config(strategy="mirrored", cpu_devices=2, estimator="segmented")
