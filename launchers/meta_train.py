@@ -47,7 +47,8 @@ flags.DEFINE_list("layer_sizes", ["24"], "Hidden layer sizes (input/output come 
 flags.DEFINE_integer("num_states", 2, "K, states per neuron.", lower_bound=2)
 flags.DEFINE_string("activation", "tanh", "Rule.activation.")
 flags.DEFINE_string("output_activation", "tanh", "Rule.output_activation.")
-flags.DEFINE_string("backward_activation", None, "Rule.backward_activation (default: same).")
+flags.DEFINE_string("backward_activation", None, "Rule.backward_activation (unset or empty: "
+                    "the same as --activation).")
 flags.DEFINE_string("backward_mode", "additive", "Rule.backward_mode.")
 flags.DEFINE_bool("symmetric", False, "Rule.symmetric (tied backward synapses).")
 flags.DEFINE_bool("multichannel", True, "Rule.multichannel.")
@@ -183,7 +184,7 @@ def build_config(values: dict):
     try:
         rule = Rule(num_states=values["num_states"], activation=values["activation"],
                     output_activation=values["output_activation"],
-                    backward_activation=values["backward_activation"],
+                    backward_activation=values["backward_activation"] or None,
                     backward_mode=values["backward_mode"], symmetric=values["symmetric"],
                     multichannel=values["multichannel"],
                     normalize_forward=values["normalize_forward"],
