@@ -206,6 +206,7 @@ def test_sigkill_and_resume_gives_the_uninterrupted_genome(tmp_path):
     ("--sigma0=0", "--sigma0 must be a finite number > 0, got 0.0"),
     ("--fields=forward_transform,synapse_rate", "--fields: unknown genome field(s) synapse_rate"),
     ("--learning_rate=0.1", "--learning_rate belong(s) to gradient meta-training"),
+    ("--init_genome=backprop:0", "--init_genome=backprop:LR needs a learning rate > 0"),
 ])
 def test_bad_flags_exit_nonzero_with_one_line_before_any_work(tmp_path, flag, message):
     out_dir = tmp_path / "out"
@@ -215,3 +216,29 @@ def test_bad_flags_exit_nonzero_with_one_line_before_any_work(tmp_path, flag, me
     assert len(ours) == 1 and ours[0].startswith(f"cma_train: error: {message}"), ours
     assert "Traceback" not in result.stderr
     assert not out_dir.exists()
+
+
+def test_flagfiles_of_the_card_parse_to_their_documented_settings(monkeypatch):
+    """cma_mnist14.cfg: the scale-free rule from backprop:0.15, keep gate not searched;
+    cma_mnist14_paper_rule.cfg (which includes it): exactly Rule(), from a random genome."""
+    from absl import flags  # pylint: disable=g-import-not-at-top
+    from launchers import cma_train  # pylint: disable=g-import-not-at-top
+    from tests.test_meta import REPO  # pylint: disable=g-import-not-at-top
+    monkeypatch.chdir(REPO)  # the paper-rule flagfile names cma_mnist14.cfg relative to the repo
+
+    def settings(name):
+        flags.FLAGS(["cma_train", f"--flagfile=launchers/configs/{name}", "--out_dir=unused"])
+        try:
+            values = cma_train.flag_values()
+            rule, *_, fields = cma_train.build_config(values)
+        finally:
+            flags.FLAGS.unparse_flags()
+        return values, rule, fields
+
+    values, rule, fields = settings("cma_mnist14.cfg")
+    assert values["init_genome"] == "backprop:0.15" and values["sigma0"] == 0.05
+    assert not rule.normalize_output and rule.feedback == "error" and rule.symmetric
+    assert "synapse_keep" not in fields and set(fields) < set(rule_fields(rule))
+    values, rule, fields = settings("cma_mnist14_paper_rule.cfg")
+    assert rule == Rule() and not values["init_genome"] and values["sigma0"] == 0.1
+    assert values["population"] == 80 and values["generations"] == 400 and fields is None
