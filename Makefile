@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test bazel-test benchmark meta-benchmark meta-benchmark-scaling genome-mnist-fast clean
+.PHONY: run test bazel-test benchmark meta-benchmark meta-benchmark-scaling genome-mnist-fast genome-mnist-scratch clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,18 @@ genome-mnist-fast: $(VENV)/.installed
 	  --out_dir=runs/mnist_fast_stage1 --tfds_manual_dir="$(BLUR_TFDS_MANUAL_DIR)"
 	$(PY) -m launchers.meta_train --flagfile=launchers/configs/mnist_fast_stage2.cfg \
 	  --out_dir=runs/mnist_fast_stage2 --tfds_manual_dir="$(BLUR_TFDS_MANUAL_DIR)"
+
+# genomes/mnist_scratch.json from random genomes (genomes/mnist_scratch.md): the two stages of
+# launchers/configs/mnist_scratch*.cfg, each resumable; SEED=n reruns it from other random
+# genomes (out_dir suffix _seedn). The result is runs/mnist_scratch_stage2$(SUFFIX)/genome.json.
+SEED ?= 0
+SUFFIX := $(if $(filter 0,$(SEED)),,_seed$(SEED))
+genome-mnist-scratch: $(VENV)/.installed
+	$(PY) -m launchers.meta_train --flagfile=launchers/configs/mnist_scratch.cfg --seed=$(SEED) \
+	  --out_dir=runs/mnist_scratch_stage1$(SUFFIX) --tfds_manual_dir="$(BLUR_TFDS_MANUAL_DIR)"
+	$(PY) -m launchers.meta_train --flagfile=launchers/configs/mnist_scratch_stage2.cfg \
+	  --seed=$(SEED) --init_genome=runs/mnist_scratch_stage1$(SUFFIX)/genome.json \
+	  --out_dir=runs/mnist_scratch_stage2$(SUFFIX) --tfds_manual_dir="$(BLUR_TFDS_MANUAL_DIR)"
 
 clean:
 	rm -rf $(VENV)

@@ -426,6 +426,62 @@ def plot_curves(runs: Sequence[dict], path: str) -> None:
     plt.close(fig)
 
 
+SWEEP_OPTIMIZERS = ("sgd", "momentum")
+
+
+def plot_sweep(runs: Sequence[dict], path: str) -> bool:
+    """The paper's Fig. 6: the learner against SGD and momentum at *every* grid configuration.
+
+    One row per task × architecture, one panel per optimizer of `SWEEP_OPTIMIZERS` present in
+    the runs: every (learning rate, activation) configuration's mean accuracy over seeds as a
+    thin line (colour: learning rate on a log scale; solid tanh, dotted relu), and the learner's
+    per-horizon best as a thick red line. Atomic PNG write; returns False (nothing written)
+    when no run has both a learner and one of those optimizers.
+    """
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    runs = [r for r in runs if METHOD_BLUR in r["methods"]]
+    optimizers = [o for o in SWEEP_OPTIMIZERS if any(o in r["methods"] for r in runs)]
+    if not runs or not optimizers:
+        return False
+    fig, axes = plt.subplots(len(runs), len(optimizers), squeeze=False,
+                             figsize=(5.6 * len(optimizers), 4.2 * len(runs)))
+    for row, run in zip(axes, runs):
+        blur = run["methods"][METHOD_BLUR]
+        hs = [r["horizon"] for r in blur["per_horizon"]]
+        for ax, optimizer in zip(row, optimizers):
+            entry = run["methods"].get(optimizer)
+            if entry is not None:
+                rates = sorted({c["learning_rate"] for c in entry["configs"]})
+                colors = plt.cm.viridis(np.linspace(0.0, 0.9, len(rates)))
+                color_of = dict(zip(rates, colors))
+                mean = np.asarray(entry["accuracy"], np.float64).mean(axis=1)
+                for config, curve in zip(entry["configs"], mean):
+                    style = ":" if config.get("activation") == "relu" else "-"
+                    ax.plot(hs, curve, style, color=color_of[config["learning_rate"]],
+                            linewidth=0.9, alpha=0.85)
+                for lr in rates:  # one legend entry per learning rate
+                    ax.plot([], [], "-", color=color_of[lr], label=f"{optimizer} lr={lr:g}")
+            ax.plot(hs, [r["mean"] for r in blur["per_horizon"]], "-o", color="C3",
+                    linewidth=2.5, markersize=4,
+                    label=f"BLUR ({os.path.basename(blur.get('genome', ''))})")
+            ax.set_xscale("log")
+            ax.set_xlabel("inner steps (training batches seen)")
+            ax.set_ylabel("test accuracy")
+            ax.set_ylim(0.0, 1.0)
+            ax.set_title(f"{run['task']}  [{architecture_name(run['layer_sizes'])}]\n"
+                         f"{optimizer}: every learning rate (solid tanh, dotted relu)",
+                         fontsize=9)
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=6, loc="lower right", ncol=2)
+    fig.tight_layout()
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100), binary=True)
+    plt.close(fig)
+    return True
+
+
 def write_tensorboard(runs: Sequence[dict], logdir: str) -> None:
     """Scalars '<task>/<architecture>/<method>/accuracy' (and _std) at step = horizon."""
     writer = tf.summary.create_file_writer(logdir)

@@ -15,8 +15,9 @@ overrides fields, e.g. `--rule=activation=relu,normalize_backward=false`), `back
 analytic genome under `Rule.backprop(--backprop_activation)`, lr swept over `--learning_rates`
 unless `--backprop_lr` fixes it), or `none` (baselines only).
 
-Writes OUT/results.json, OUT/results.csv, OUT/curves.png (one panel per task × architecture)
-and TensorBoard scalars under OUT/tensorboard; prints one table per run. Bad flags (including an
+Writes OUT/results.json, OUT/results.csv, OUT/curves.png (one panel per task × architecture),
+OUT/sweep.png (the paper's Fig. 6: the genome against SGD and momentum at every learning rate of
+the grid, when both run) and TensorBoard scalars under OUT/tensorboard; prints one table per run. Bad flags (including an
 --out_dir that cannot be written) exit with status 2 and a one-line message before any work;
 the flag help is printed only on --help.
 """
@@ -214,13 +215,15 @@ def run(settings: Settings, log=logging.info) -> dict:
     evaluation.write_csv_atomic(os.path.join(settings.out_dir, "results.csv"),
                                 evaluation.result_rows(results["runs"]))
     evaluation.plot_curves(results["runs"], os.path.join(settings.out_dir, "curves.png"))
+    sweep = evaluation.plot_sweep(results["runs"], os.path.join(settings.out_dir, "sweep.png"))
     evaluation.write_tensorboard(results["runs"], os.path.join(settings.out_dir, "tensorboard"))
     edges = [(r["task"], m, row["horizon"]) for r in results["runs"]
              for m, e in r["methods"].items() for row in e["per_horizon"] if row["at_edge"]]
     if edges:
         log(f"WARNING: best learning rate at the edge of the grid for {edges}; widen "
             f"--learning_rates")
-    log(f"wrote {settings.out_dir}/results.json, results.csv, curves.png, tensorboard/ "
+    log(f"wrote {settings.out_dir}/results.json, results.csv, curves.png, "
+        f"{'sweep.png, ' if sweep else ''}tensorboard/ "
         f"in {results['seconds']:.1f}s")
     return results
 

@@ -172,6 +172,12 @@ def test_launcher_writes_results_csv_png(tmp_path, capsys):
     import matplotlib.image
     image = matplotlib.image.imread(str(tmp_path / "curves.png"))
     assert image.shape[1] > image.shape[0] > 100  # two panels side by side
+    # Fig. 6: one row per run, one panel per swept optimizer among sgd / momentum (adam is not).
+    sweep = matplotlib.image.imread(str(tmp_path / "sweep.png"))
+    assert sweep.shape[0] > 1.5 * image.shape[0] and sweep.shape[1] < image.shape[1]
+    assert not evaluation.plot_sweep([{**run, "methods": {"sgd": run["methods"]["sgd"]}}],
+                                     str(tmp_path / "none.png"))
+    assert not (tmp_path / "none.png").exists()
     assert os.listdir(tmp_path / "tensorboard")
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".tmp-")]
     printed = capsys.readouterr().out

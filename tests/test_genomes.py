@@ -61,3 +61,42 @@ def test_mnist_fast_learns_mnist_and_fashion_mnist_in_ten_steps(image_data):
         xt, yt = task.eval_set(2000)
         accuracies[name] = model.evaluate(xt.numpy(), yt.numpy(), batch_size=500, verbose=0)
     assert accuracies["mnist"] >= 0.7 and accuracies["fashion_mnist"] >= 0.5, accuracies
+
+
+CONFIGS = os.path.join(os.path.dirname(GENOMES), "launchers", "configs")
+SELECTION_FLAGS = ("--tasks=", "--validation_tasks=")  # not --test_tasks: report table only
+
+
+def _selection_specs(path):
+    """The task specs a flagfile trains, takes its held-out loss or selects genomes on
+    (following nested --flagfile lines, relative to the repository root)."""
+    specs = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line.startswith("--flagfile="):
+                specs += _selection_specs(os.path.join(os.path.dirname(CONFIGS),
+                                                       "..", line.split("=", 1)[1]))
+            elif line.startswith(SELECTION_FLAGS):
+                specs += [s for s in line.split("=", 1)[1].split(";") if s.strip()]
+    return specs
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(CONFIGS, "*.cfg"))),
+                         ids=os.path.basename)
+def test_no_shipped_flagfile_trains_or_selects_on_a_test_split(path):
+    """Issue 18: every image task of --tasks / --validation_tasks names a training split for
+    both its inner steps and its held-out examples (eval_split defaults to 'test')."""
+    from blur_tf.tasks.images import IMAGE_DATASETS
+    from blur_tf.tasks.spec import parse_spec
+
+    specs = _selection_specs(path)
+    assert specs, f"{path} names no task"
+    for spec in map(parse_spec, specs):
+        if spec.name not in IMAGE_DATASETS:
+            continue  # synthetic toy tasks have no test split
+        options = spec.option_dict
+        for key, default in (("split", "train"), ("eval_split", "test")):
+            value = options.get(key, default)
+            assert value.startswith("train"), f"{os.path.basename(path)}: {spec} uses " \
+                                              f"{key}={value!r}"
