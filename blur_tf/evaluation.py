@@ -37,6 +37,7 @@ import numpy as np
 import tensorflow as tf
 
 from blur_tf import baselines
+from blur_tf.config import parse_rule_overrides  # re-exported: evaluate/export --rule
 from blur_tf.files import atomic_write
 from blur_tf.genome import Genome
 from blur_tf.network import BlurNetwork
@@ -63,38 +64,6 @@ class Learner:
     genome: Genome
     rule: Rule
     configs: tuple
-
-
-def parse_rule_overrides(text: str | None) -> dict:
-    """'key=value,…' → typed Rule fields, e.g. 'activation=relu,symmetric=true,num_states=4'.
-
-    Types follow Rule's defaults (bool: true/false/1/0, int, str; 'none' → None for
-    backward_activation). ValueError naming the problem for unknown keys or bad values.
-    """
-    if not text or not text.strip():
-        return {}
-    defaults = Rule()
-    fields = {f.name for f in dataclasses.fields(Rule)}
-    overrides = {}
-    for piece in text.split(","):
-        key, sep, value = piece.partition("=")
-        key, value = key.strip(), value.strip()
-        if not sep or key not in fields:
-            raise ValueError(f"rule override {piece!r}: expected key=value with key one of "
-                             f"{sorted(fields)}")
-        default = getattr(defaults, key)
-        if isinstance(default, bool):
-            if value.lower() not in ("true", "false", "1", "0"):
-                raise ValueError(f"rule override {key}={value!r}: expected true or false")
-            overrides[key] = value.lower() in ("true", "1")
-        elif isinstance(default, int):
-            try:
-                overrides[key] = int(value)
-            except ValueError:
-                raise ValueError(f"rule override {key}={value!r}: expected an integer") from None
-        else:
-            overrides[key] = None if value.lower() == "none" else value
-    return overrides
 
 
 def read_genome_file(path: str) -> tuple[Genome, dict | None]:

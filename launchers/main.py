@@ -16,14 +16,17 @@ import sys
 
 from absl import app
 
-from launchers import meta_train
+from blur_tf import training
+from launchers import training_flags
 
 CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "toy2d.cfg")
 DEFAULT_OUT_DIR = "runs/toy2d"
 
 
 def main(argv):
-    summary = meta_train.run_or_exit("main", argv)
+    summary = training_flags.run_or_exit("main", training.GRADIENT,
+                                         training_flags.GRADIENT_NAMES,
+                                         training_flags.GRADIENT_RESUMABLE, argv)
     rate = summary["meta_steps_per_second"]
     print(f"meta-steps: {summary['meta_steps']}, {rate or 0.0:.2f} meta-steps/s, skipped "
           f"{summary['skipped_meta_steps']} meta-steps and {summary['skipped_genome_updates']} "

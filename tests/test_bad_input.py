@@ -25,7 +25,7 @@ from blur_tf.meta.checkpoint import CheckpointState
 from blur_tf.meta.trainer import MetaTrainingDiverged
 from blur_tf.tasks import get_task
 from blur_tf.tasks import images as images_lib
-from launchers import benchmark, evaluate, export, meta_train
+from launchers import benchmark, cma_train, evaluate, export, meta_train
 from tests.test_meta import _trainer
 from tests.test_model import xor_data
 
@@ -38,9 +38,9 @@ META_ARGS = ["--tasks=toy.and", "--layer_sizes=8", "--meta_batch=2", "--batch_si
 def _main(launcher, argv):
     """Runs `launcher.main` on flags `argv` in this process; returns its exit status."""
     name = launcher.__name__.rsplit(".", 1)[-1]
-    if launcher is meta_train:  # its flags live on the global FLAGS
+    if launcher in (meta_train, cma_train):  # their flags live on the global FLAGS
         fv = flags.FLAGS
-        call = lambda: meta_train.main([name])
+        call = lambda: launcher.main([name])
     else:
         fv = flags.FlagValues()
         launcher.define_flags(fv)
@@ -94,6 +94,12 @@ LAUNCHER_CASES = [
      "--out_dir: cannot write {file}/x"),
     (meta_train, ["--out_dir={tmp}/out", "--tasks=mnist:crop=99", "--data_dir={data}",
                   "--deterministic=false"], 2, "crop=99 is larger than the 28x28 mnist images"),
+    # every launcher with an --out_dir refuses an unwritable one before any work.
+    (cma_train, ["--out_dir={file}/x", "--tasks=mnist", "--tfds_manual_dir={none}",
+                 "--data_dir={data}", "--deterministic=false", "--population=4"], 2,
+     "--out_dir: cannot write {file}/x"),
+    (export, ["--genome=backprop", "--task=toy.xor", "--layer_sizes=8",
+              "--out_dir={file}/x"], 2, "{file} is not a writable folder"),
 ]
 
 

@@ -1,18 +1,16 @@
 """CmaTrainer and the cma_train launcher: genome <-> vector mapping, population fitness in one
-call, non-finite candidates, checkpoints (in process and SIGKILL), summaries and flag errors."""
-
-import json
-import signal
+call, non-finite candidates and flag errors (the trainer contract:
+tests/test_trainer_contract.py)."""
 
 import numpy as np
 import pytest
 
 from blur_tf import CmaTrainer, Genome, Rule
-from blur_tf.meta import (GenomeVector, InnerProblem, PopulationFitness, StopRequest, Validator,
+from blur_tf.meta import (GenomeVector, InnerProblem, PopulationFitness, Validator,
                           parse_schedule, rule_fields)
 from blur_tf.meta import cma_trainer
 from blur_tf.tasks import get_task
-from tests.test_meta import _event_tags, kill_after_checkpoint, launch
+from tests.test_meta import launch
 
 HIDDEN = [8]
 
@@ -121,44 +119,6 @@ def test_non_finite_candidate_gets_the_worst_fitness_and_is_counted():
 
 
 # ------------------------------------------------------------------------------ trainer
-def test_resume_summaries_and_stop(tmp_path):
-    straight = _trainer()
-    straight.train(6, resume=False)
-    first = _trainer(tmp_path)
-    first.train(3)
-    stop = StopRequest()
-    stop.signum = signal.SIGTERM
-    result = first.train(10, stop=stop)  # a requested stop saves a checkpoint and returns
-    assert result.interrupted and result.generations == 3 and result.generations_run == 0
-    resumed = _trainer(tmp_path)
-    assert resumed.restore() and resumed.generation == 3
-    np.testing.assert_array_equal(resumed.es.mean, first.es.mean)
-    resumed.train(6)
-    np.testing.assert_array_equal(resumed.best_vector, straight.best_vector)
-    np.testing.assert_array_equal(resumed.es.mean, straight.es.mean)
-    assert resumed.history == straight.history and len(straight.history) == 6
-    assert resumed.best_score == straight.best_score > 0
-    tags = _event_tags(str(tmp_path / "tb"))
-    expected = {"cma/fitness_best", "cma/fitness_mean", "cma/fitness_worst", "cma/sigma",
-                "cma/non_finite", "cma/unroll_length", "cma/generations_per_second",
-                "validation/accuracy/toy.nxor", "validation/curve/toy.nxor",
-                "genome/forward_transform", "genome_heatmap/synapse_post"}
-    assert expected <= tags, expected - tags
-    with pytest.raises(ValueError, match="belongs to another run"):
-        _trainer(tmp_path, fields=["forward_transform"]).restore()
-
-
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(population=1), "population must be an int >= 2"),
-    (dict(sigma0=0.0), "sigma0 must be"),
-    (dict(fields=["nope"]), "unknown genome field"),
-    (dict(eval_batches=3), "cannot be split into 3"),
-])
-def test_bad_arguments_raise(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        _trainer(validation=False, **kwargs)
-
-
 # ------------------------------------------------------------------------------ launcher
 LAUNCHER_ARGS = ["--tasks=toy.and;toy.xor", "--validation_tasks=toy.nxor", "--layer_sizes=8",
                  "--population=6", "--batch_size=16", "--eval_batch_size=32",
@@ -169,36 +129,6 @@ LAUNCHER_ARGS = ["--tasks=toy.and;toy.xor", "--validation_tasks=toy.nxor", "--la
 
 def _launch(out_dir, *extra, wait=True):
     return launch("cma_train", out_dir, [*LAUNCHER_ARGS, *extra], wait)
-
-
-def _json(path):
-    with open(path) as f:
-        return json.load(f)
-
-
-def test_sigkill_and_resume_gives_the_uninterrupted_genome(tmp_path):
-    generations = "--generations=150"
-    straight = _launch(tmp_path / "straight", generations)
-    assert straight.returncode == 0, straight.stderr[-3000:]
-    killed_dir = tmp_path / "killed"
-    kill_after_checkpoint(_launch(killed_dir, generations, wait=False), killed_dir / "ckpt", 20)
-    assert not (killed_dir / "genome.json").exists()
-    resumed = _launch(killed_dir, generations)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resumed from" in resumed.stderr
-    a, b = _json(tmp_path / "straight" / "genome.json"), _json(killed_dir / "genome.json")
-    for name, values in a["coefficients"].items():
-        np.testing.assert_array_equal(b["coefficients"][name], values, err_msg=name)
-    assert a["metadata"]["generations"] == b["metadata"]["generations"] == 150
-    assert a["metadata"]["vector_layout"][0] == {"field": "forward_transform", "start": 0,
-                                                 "stop": 4, "shape": [2, 2]}
-    summary, resumed_summary = (_json(d / "summary.json") for d in (tmp_path / "straight",
-                                                                   killed_dir))
-    assert summary["curve"] == resumed_summary["curve"] and len(summary["curve"]) == 150
-    assert summary["non_finite_candidates"] == 0 and summary["dimensions"] == 24
-    assert set(summary["validation"]["accuracy"]) == {"toy.nxor"}
-    changed = _launch(killed_dir, generations, "--sigma0=0.5")
-    assert changed.returncode != 0 and "different training flags" in changed.stderr
 
 
 @pytest.mark.parametrize("flag, message", [
@@ -230,7 +160,8 @@ def test_flagfiles_of_the_card_parse_to_their_documented_settings(monkeypatch):
         flags.FLAGS(["cma_train", f"--flagfile=launchers/configs/{name}", "--out_dir=unused"])
         try:
             values = cma_train.flag_values()
-            rule, *_, fields = cma_train.build_config(values)
+            config = cma_train.build_config(values)
+            rule, fields = config.rule, config.fields
         finally:
             flags.FLAGS.unparse_flags()
         return values, rule, fields

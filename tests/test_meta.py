@@ -1,7 +1,6 @@
 """MetaTrainer and the meta_train launcher: schedules, compiled step, skipping, sync,
-summaries, checkpoints/resume (SIGKILL), determinism and flag errors."""
+determinism and flag errors (the trainer contract: tests/test_trainer_contract.py)."""
 
-import json
 import os
 import re
 import signal
@@ -15,7 +14,7 @@ import tensorflow as tf
 
 from blur_tf import Genome, MetaTrainer, Rule
 from blur_tf.meta import (ConstantSchedule, CurriculumSchedule, InnerProblem, Jittered,
-                          PopulationAdam, StopRequest, Validator, length_at, parse_schedule)
+                          PopulationAdam, Validator, length_at, parse_schedule)
 from blur_tf.meta import schedules
 from blur_tf.tasks import get_task
 
@@ -165,32 +164,6 @@ def _event_tags(logdir):
     return tags
 
 
-def test_tensorboard_events_and_checkpoint_on_stop(tmp_path):
-    trainer = _trainer(tmp_path, population=2, log_every=2, validate_every=2,
-                       checkpoint_every=0)
-    trainer.summaries.flags("--seed=0")
-    stop = StopRequest()
-    result = trainer.train(4, stop=stop)
-    assert not result.interrupted and result.steps == 4
-    tags = _event_tags(str(tmp_path / "tb"))
-    expected = {"meta/loss", "meta/train_accuracy/toy.and", "meta/train_accuracy/toy.xor",
-                "meta/unroll_length", "meta/skipped_steps", "meta/steps_per_second",
-                "validation/accuracy/toy.nxor", "validation/curve/toy.nxor",
-                "genome/forward_transform", "genome/synapse_update",
-                "genome_heatmap/forward_transform", "genome_heatmap/synapse_post", "flags"}
-    assert expected <= tags, expected - tags
-    # A requested stop (SIGTERM/SIGINT) saves a checkpoint and returns at once.
-    stop.signum = signal.SIGTERM
-    result = trainer.train(10, stop=stop)
-    assert result.interrupted and result.steps == 4 and result.steps_run == 0
-    resumed = _trainer(tmp_path, population=2)
-    assert resumed.restore() and resumed.step_count == 4
-    for a, b in zip(resumed.genome.numpy(), trainer.genome.numpy()):
-        np.testing.assert_array_equal(a, b)
-    for a, b in zip(resumed.learner.second_moments, trainer.learner.second_moments):
-        np.testing.assert_array_equal(a.numpy(), b.numpy())
-
-
 # ------------------------------------------------------------------------------ launcher
 LAUNCHER_ARGS = ["--tasks=toy.and;toy.xor", "--validation_tasks=toy.nxor", "--layer_sizes=8",
                  "--population=2", "--meta_batch=2", "--batch_size=16",
@@ -230,36 +203,6 @@ def kill_after_checkpoint(process, checkpoint_dir, at_least: int, timeout: float
     process.wait()
 
 
-def _genome(out_dir):
-    with open(os.path.join(out_dir, "genome.json")) as f:
-        return json.load(f)
-
-
-def test_sigkill_and_resume_gives_the_uninterrupted_genome(tmp_path):
-    steps = "--meta_steps=120"
-    straight = _launch(tmp_path / "straight", steps)
-    assert straight.returncode == 0, straight.stderr[-3000:]
-    # Second run: SIGKILL once a mid-run checkpoint exists, then rerun the same command.
-    killed_dir = tmp_path / "killed"
-    kill_after_checkpoint(_launch(killed_dir, steps, wait=False), killed_dir / "ckpt", 20)
-    assert not (killed_dir / "genome.json").exists()
-    resumed = _launch(killed_dir, steps)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resumed from" in resumed.stderr
-    a, b = _genome(tmp_path / "straight"), _genome(killed_dir)
-    for name, values in a["coefficients"].items():
-        np.testing.assert_allclose(b["coefficients"][name], values, rtol=1e-6, atol=1e-6,
-                                   err_msg=name)
-    assert a["metadata"]["meta_steps"] == b["metadata"]["meta_steps"] == 120
-    summary = json.load(open(tmp_path / "straight" / "summary.json"))
-    assert summary["skipped_meta_steps"] == summary["skipped_genome_updates"] == 0
-    assert summary["validation"]["unroll_length"] == 4
-    assert set(summary["validation"]["accuracy"]) == {"toy.nxor"}
-    # Rerunning with different training flags is refused, before any work.
-    changed = _launch(killed_dir, steps, "--learning_rate=0.5")
-    assert changed.returncode != 0 and "different training flags" in changed.stderr
-
-
 def _config(**overrides):
     from launchers import meta_train  # pylint: disable=g-import-not-at-top
     values = {"out_dir": "/nonexistent/out", "layer_sizes": ["8"], "tasks": ["toy.and"],
@@ -288,7 +231,7 @@ def test_bad_flag_values_are_rejected(overrides, message):
     from launchers import meta_train  # pylint: disable=g-import-not-at-top
     with pytest.raises(meta_train.FlagError, match=re.escape(message)):
         _config(**overrides)
-    assert _config()[2] == [8]
+    assert _config().hidden == [8]
 
 
 @pytest.mark.parametrize("flag, message", [

@@ -216,16 +216,12 @@ class DistributedEstimator:
     Called like the estimator it wraps (inside the trainer's compiled meta-step, in
     cross-replica context) and returns the same values in the same layout: losses [G],
     gradients [G, …] (all-reduced: module doc) and diagnostics `task_ids`, `accuracy` [G·M]
-    (all-gathered back into genome-major order). The estimator must offer
-    `with_problem(problem, meta_batch)` (the full and segmented estimators do; the truncated
-    one keeps per-network state between meta-steps and is not distributed).
+    (all-gathered back into genome-major order). The estimator's `with_problem` gives each
+    replica's share (ValueError for the truncated one: it keeps per-network state between
+    meta-steps and is not distributed).
     """
 
     def __init__(self, estimator, strategy, population: int, meta_batch: int):
-        if not hasattr(estimator, "with_problem"):
-            raise ValueError(f"{type(estimator).__name__} cannot be distributed over replicas "
-                             "(it keeps per-network state between meta-steps); use the full "
-                             "or segmented estimator with a strategy")
         self.strategy, self.population, self.meta_batch = strategy, population, meta_batch
         self.replicas = num_replicas(strategy)
         self.share = replica_share(meta_batch, strategy)
@@ -240,7 +236,8 @@ class DistributedEstimator:
             local = tf.nest.map_structure(lambda t: tf.gather(t, rows), synapses)
             losses, gradients, diagnostics = self.replica_estimator(genome_variables, local,
                                                                     seed, length)
-            packed = tf.concat([losses] + [tf.reshape(g, [-1]) for g in gradients], axis=0)
+            packed = tf.concat([losses] + [tf.reshape(g, [-1]) for g in tf.nest.flatten(gradients)],
+                               axis=0)
             per_genome = lambda t: tf.reshape(t, [self.population, self.share])
             return (packed, per_genome(diagnostics["task_ids"]),
                     per_genome(diagnostics["accuracy"]))
@@ -248,10 +245,11 @@ class DistributedEstimator:
         packed, task_ids, accuracy = self.strategy.run(replica_step)
         total = self.strategy.reduce(tf.distribute.ReduceOp.SUM, packed, axis=None)
         mean = total / float(self.replicas)
-        shapes = [v.shape for v in genome_variables]
+        shapes = [v.shape for v in tf.nest.flatten(genome_variables)]
         sizes = [self.population] + [int(np.prod(s)) for s in shapes]
         losses, *flat = tf.split(mean, sizes)
-        gradients = Genome(*[tf.reshape(g, s) for g, s in zip(flat, shapes)])
+        gradients = tf.nest.pack_sequence_as(
+            genome_variables, [tf.reshape(g, s) for g, s in zip(flat, shapes)])
         members = lambda v: tf.reshape(self.strategy.gather(v, axis=1), [-1])
         return losses, gradients, {"task_ids": members(task_ids), "accuracy": members(accuracy)}
 

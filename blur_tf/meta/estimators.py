@@ -1,32 +1,51 @@
-"""Meta-gradient estimators: genome → (meta-loss, d meta-loss / d genome) for one meta-step.
+"""Meta-gradient estimators: meta-parameters → (meta-loss, its gradient) for one outer step.
 
-`FullUnrollGradient` is the paper's estimator: fresh synapses, `length` inner steps in a
-`tf.while_loop` (`BlurNetwork.unroll`), the meta-loss on held-out examples, and the exact
-gradient by `tf.GradientTape` through the whole unroll (memory grows linearly with `length`).
+`Estimator` is the declared seam. An estimator owns the inner state of an outer step through
+an init-state / estimate pair:
 
-An estimator is called inside the trainer's compiled meta-step with the genome variables of a
-population of G genomes (leading axis G) and works on G·M networks: each genome drives M
-networks (the meta-batch), laid out member-major (network p = g·M + m belongs to genome g).
-Losses are returned per genome (mean over its M networks), so the gradient of genome g's row
-only depends on its own networks.
+* `init_state(networks, seed)` (eager, once per outer step) gives the state the estimate
+  starts from: fresh synapses for the full and segmented unrolls; for truncation
+  (`truncated.TruncatedUnrollGradient`) the synapses its persistent networks are reset to;
+* `estimate(params, state, seed, length)` (inside the trainer's compiled outer step) returns
+  per-genome losses [G], gradients with the structure of `params` and diagnostics.
+
+`params` is any pytree (`tf.nest`) of variables or tensors whose leaves carry the population
+G as leading axis — a `Genome` here, the initial weights of another learner tomorrow — and
+the problem's network consumes it. `length` is always the schedule's length, the horizon of
+the inner problem (the full and segmented estimators unroll all of it; truncation covers it
+in truncations). The meta-loss itself is the problem's choice (`InnerProblem.loss`).
+
+`FullUnrollGradient` is the paper's estimator: `length` inner steps in a `tf.while_loop`
+(`BlurNetwork.unroll`), the meta-loss on held-out examples, and the exact gradient by
+`tf.GradientTape` through the whole unroll (memory grows linearly with `length`).
+
+Each of the G genomes drives M networks (the meta-batch), laid out member-major (network
+p = g·M + m belongs to genome g). Losses are per genome (mean over its M networks), so the
+gradient of genome g's row only depends on its own networks.
 """
 
 from __future__ import annotations
 
+import abc
 import functools
 
 import tensorflow as tf
 
-from blur_tf.genome import Genome
 from blur_tf.meta.problem import InnerProblem
 from blur_tf.network import accuracy
 
 
-def repeat_genome(genome: Genome, times: int) -> Genome:
-    """Each of the G genomes repeated `times` times along the population axis: G → G·times."""
+def population_of(params) -> int:
+    """G: the leading axis of the leaves of a meta-parameter pytree."""
+    return int(tf.nest.flatten(params)[0].shape[0])
+
+
+def repeat_genome(params, times: int):
+    """Each of the G members of a meta-parameter pytree repeated `times` times: G → G·times."""
     if times == 1:
-        return Genome(*[tf.convert_to_tensor(v) for v in genome])
-    return Genome(*[tf.repeat(tf.convert_to_tensor(v), times, axis=0) for v in genome])
+        return tf.nest.map_structure(tf.convert_to_tensor, params)
+    return tf.nest.map_structure(lambda v: tf.repeat(tf.convert_to_tensor(v), times, axis=0),
+                                 params)
 
 
 def per_genome_mean(values: tf.Tensor, num_genomes: int) -> tf.Tensor:
@@ -42,7 +61,41 @@ def _check_meta_batch(meta_batch) -> None:
         raise ValueError(f"meta_batch must be an int >= 1, got {meta_batch!r}")
 
 
-class FullUnrollGradient:
+class Estimator(abc.ABC):
+    """The estimator seam (module doc). Subclasses set `problem` and `meta_batch`."""
+
+    problem: InnerProblem
+    meta_batch: int
+
+    def init_state(self, networks: int, seed: int):
+        """The inner state of one outer step for `networks` networks: fresh synapses."""
+        return self.problem.init_synapses(networks, seed)
+
+    @abc.abstractmethod
+    def estimate(self, params, state, seed: tf.Tensor, length: tf.Tensor):
+        """(losses [G], gradients like `params`, diagnostics) of one outer step.
+
+        Args:
+          params: the G genomes (any pytree of variables or tensors, leading axis G).
+          state: `init_state(G·meta_batch, …)`.
+          seed: int64 [2], the stateless seed of this outer step.
+          length: int32 scalar, the schedule's length.
+        Diagnostics hold per-member `task_ids` [G·M] and held-out `accuracy` [G·M].
+        """
+
+    def __call__(self, params, state, seed, length):
+        return self.estimate(params, state, seed, length)
+
+    def with_problem(self, problem, meta_batch: int) -> "Estimator":
+        """This estimator on another problem and meta-batch (a replica's share of a
+        distributed outer step: `distribute.DistributedEstimator`); ValueError if it keeps
+        per-network state between outer steps and cannot be split."""
+        raise ValueError(f"{type(self).__name__} cannot be distributed over replicas (it "
+                         "keeps per-network state between meta-steps); use the full or "
+                         "segmented estimator with a strategy")
+
+
+class FullUnrollGradient(Estimator):
     """Exact meta-gradient by backpropagation through the whole unroll (paper §3.3)."""
 
     def __init__(self, problem: InnerProblem, meta_batch: int):
@@ -51,43 +104,31 @@ class FullUnrollGradient:
         self.meta_batch = meta_batch
 
     def with_problem(self, problem, meta_batch: int) -> "FullUnrollGradient":
-        """This estimator on another problem and meta-batch (a replica's share of a
-        distributed meta-step: `distribute.DistributedEstimator`)."""
         return FullUnrollGradient(problem, meta_batch)
 
-    def __call__(self, genome_variables: Genome, synapses, seed: tf.Tensor, length: tf.Tensor):
-        """Loss, gradient and diagnostics of one meta-step (call inside `tf.function`).
-
-        Args:
-          genome_variables: the G genomes (variables or tensors).
-          synapses: fresh synapses for G·meta_batch networks.
-          seed: int64 [2], the stateless seed of this meta-step.
-          length: int32 scalar, inner steps to unroll.
-        Returns:
-          losses [G], gradients (a Genome of [G, …] tensors), and a dict of per-member
-          diagnostics: `task_ids` [G·M], `accuracy` [G·M] (held-out, after the unroll).
-        """
-        num_genomes = int(genome_variables.forward_transform.shape[0])
-        population = num_genomes * self.meta_batch
+    def estimate(self, params, state, seed: tf.Tensor, length: tf.Tensor):
+        """See `Estimator.estimate`; `state` are the fresh synapses of the G·M networks."""
+        num_genomes = population_of(params)
         network = self.problem.network
-        task_ids, batch_fn, (x_eval, y_eval) = self.problem.sample(seed, population)
+        task_ids, batch_fn, (x_eval, y_eval) = self.problem.sample(
+            seed, num_genomes * self.meta_batch)
+        leaves = tf.nest.flatten(params)
         with tf.GradientTape() as tape:
-            tape.watch([tf.convert_to_tensor(v) for v in genome_variables
+            tape.watch([tf.convert_to_tensor(v) for v in leaves
                         if not isinstance(v, tf.Variable)])
-            genome = repeat_genome(genome_variables, self.meta_batch)
-            final = network.unroll(genome, synapses, batch_fn, length)
+            members = repeat_genome(params, self.meta_batch)
+            final = network.unroll(members, state, batch_fn, length)
             forwards, _ = network.to_channel_major(final)
-            logits = network.predict_channel_major(genome, forwards, x_eval)
-            member_losses = self.problem.loss(logits, y_eval)
-            losses = per_genome_mean(member_losses, num_genomes)
+            logits = network.predict_channel_major(members, forwards, x_eval)
+            losses = per_genome_mean(self.problem.loss(logits, y_eval), num_genomes)
             total = tf.reduce_sum(losses)
-        gradients = tape.gradient(total, list(genome_variables),
+        gradients = tape.gradient(total, leaves,
                                   unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        return losses, Genome(*gradients), {"task_ids": task_ids,
-                                            "accuracy": accuracy(logits, y_eval)}
+        return (losses, tf.nest.pack_sequence_as(params, gradients),
+                {"task_ids": task_ids, "accuracy": accuracy(logits, y_eval)})
 
 
-class SegmentedUnrollGradient:
+class SegmentedUnrollGradient(Estimator):
     """The full unroll's meta-gradient with memory O(T/S + S): gradient checkpointing.
 
     The unroll of `length` = T inner steps is cut into n = ⌈T/S⌉ segments of S steps. The
@@ -129,13 +170,11 @@ class SegmentedUnrollGradient:
         self._vjp = tuple(compiled(self._segment_vjp, g) for g in (False, True))
 
     def with_problem(self, problem, meta_batch: int) -> "SegmentedUnrollGradient":
-        """This estimator's options on another problem and meta-batch (see
-        `FullUnrollGradient.with_problem`)."""
         return SegmentedUnrollGradient(problem, meta_batch, self.segment_length, self.meta_loss,
                                        self.jit_compile)
 
     # ----------------------------------------------------------------------------- pieces
-    def _segment(self, genome: Genome, state, xs, ys, active, guarded: bool):
+    def _segment(self, genome, state, xs, ys, active, guarded: bool):
         """The first `active` of S inner steps on batches xs [S, P, B, n], ys [S, P, B].
 
         Unguarded (a full segment, `active` = S), the S steps run straight: one block that XLA
@@ -163,10 +202,10 @@ class SegmentedUnrollGradient:
         return tf.cond(active >= self.segment_length, lambda: functions[0](*args),
                        lambda: functions[1](*args))
 
-    def _segment_vjp(self, genome: Genome, state, xs, ys, active, adjoint, weight, x_eval,
+    def _segment_vjp(self, genome, state, xs, ys, active, adjoint, weight, x_eval,
                      y_eval, guarded: bool):
         """(λ_k, ∂_k, losses [G], state after the segment, accuracy [P]) of segment k (class doc)."""
-        num_genomes = int(genome.forward_transform.shape[0])
+        num_genomes = population_of(genome)
         network = self.problem.network
         with tf.GradientTape() as tape:
             tape.watch((genome, state))
@@ -182,17 +221,17 @@ class SegmentedUnrollGradient:
         return d_state, d_genome, losses, out, accuracy(logits, y_eval)
 
     # ----------------------------------------------------------------------------- estimator
-    def __call__(self, genome_variables: Genome, synapses, seed: tf.Tensor, length: tf.Tensor):
-        """Loss, gradient and diagnostics of one meta-step; see `FullUnrollGradient.__call__`."""
-        genome = Genome(*[tf.convert_to_tensor(v) for v in genome_variables])
-        population = int(genome.forward_transform.shape[0]) * self.meta_batch
+    def estimate(self, params, state, seed: tf.Tensor, length: tf.Tensor):
+        """See `Estimator.estimate`; `state` are the fresh synapses of the G·M networks."""
+        genome = tf.nest.map_structure(tf.convert_to_tensor, params)
+        population = population_of(genome) * self.meta_batch
         task_ids, batch_fn, eval_batch = self.problem.sample(seed, population)
-        state = self.problem.network.to_channel_major(synapses)
+        state = self.problem.network.to_channel_major(state)
         losses, gradients, _, final_accuracy = self.unroll_gradient(genome, state, batch_fn,
                                                                    eval_batch, length)
         return losses, gradients, {"task_ids": task_ids, "accuracy": final_accuracy}
 
-    def unroll_gradient(self, genome: Genome, state, batch_fn, eval_batch, length):
+    def unroll_gradient(self, genome, state, batch_fn, eval_batch, length):
         """The estimator's core, for any starting synapses (also used by truncation).
 
         Args:
@@ -203,7 +242,7 @@ class SegmentedUnrollGradient:
           (losses [G], d loss / d genome, the state after T steps, held-out accuracy after T
           steps [P]).
         """
-        num_genomes = int(genome.forward_transform.shape[0])
+        num_genomes = population_of(genome)
         population = num_genomes * self.meta_batch
         size = self.segment_length
         num_segments = tf.maximum((length + size - 1) // size, 1)
@@ -249,4 +288,5 @@ class SegmentedUnrollGradient:
             lambda k, *_: k >= 0, backward_body,
             (num_segments - 1, zeros(state), zeros(genome), tf.zeros([num_genomes]),
              state, tf.zeros([population])))
-        return losses, Genome(*gradients), final_state, final_accuracy
+        return (losses, tf.nest.pack_sequence_as(genome, tf.nest.flatten(gradients)), final_state,
+                final_accuracy)

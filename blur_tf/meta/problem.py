@@ -7,8 +7,10 @@ meta-step is a pure function of a stateless seed:
 * `sample(seed, population)` picks one training task per population member and returns a
   batch function `t -> (x [P, B, n], y [P, B])` for the unroll plus the held-out batch the
   meta-loss is computed on;
-* `loss(logits, labels)` is the meta-objective of DESIGN §1: softmax cross-entropy of state 0
-  of the output layer on held-out examples, per member.
+* `loss(logits, labels)` is the meta-objective, per member, on held-out examples: a choice
+  among `OBJECTIVES` (pure functions of scaled state 0 of the output layer and the labels):
+  softmax cross-entropy (DESIGN §1, the default) or the squared error to the one-hot labels
+  (for learners whose outputs are regressed).
 
 Task choice: every population member (network) gets its own task, drawn uniformly from the
 training tasks at each meta-step; members therefore must share shapes. All training tasks must
@@ -17,9 +19,8 @@ with the most classes, and tasks with fewer classes simply never use (and always
 into) the extra output units. Data for every task are drawn at each inner step and each member
 keeps its own task's rows (cheap for toy and image tasks: a gather).
 
-Task sources: anything with `input_size`, `num_classes` and `sample_train(seed, n)` /
-`sample_eval(seed, n)` (a `blur_tf.tasks.Task`); a source with a `draw(seed)` method (a task
-family) is drawn once per meta-step and the resulting episode is sampled.
+Task sources: `blur_tf.tasks.TaskSource`s (a `Task`, a `TaskFamily`, `NWayEpisodes`); each is
+drawn once per meta-step (a task draws itself) and the resulting episode is sampled.
 """
 
 from __future__ import annotations
@@ -31,6 +32,21 @@ import tensorflow as tf
 from blur_tf.meta import seeds
 from blur_tf.network import BlurNetwork
 from blur_tf.rule import Rule
+from blur_tf.tasks.base import TaskSource
+
+
+def cross_entropy(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+    """[P]: mean softmax cross-entropy over each member's examples (logits [P, N, C])."""
+    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits), -1)
+
+
+def squared_error(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+    """[P]: mean over examples of the squared distance of the outputs to one-hot labels."""
+    target = tf.one_hot(labels, tf.shape(logits)[-1], dtype=logits.dtype)
+    return tf.reduce_mean(tf.reduce_sum(tf.square(logits - target), -1), -1)
+
+
+OBJECTIVES = {"cross_entropy": cross_entropy, "squared_error": squared_error}
 
 
 def task_name(task) -> str:
@@ -62,16 +78,23 @@ class InnerProblem:
       rule: the BLUR rule of the inner networks.
       batch_size: examples per inner step and member.
       eval_batch_size: held-out examples per member for the meta-loss (default batch_size).
-      logit_scale: the meta-loss is cross-entropy of `logit_scale · state 0` (state 0 is bounded
+      logit_scale: the meta-loss is computed on `logit_scale · state 0` (state 0 is bounded
         by tanh, so > 1 sharpens the softmax); accuracy is unaffected.
+      objective: the meta-loss, a key of `OBJECTIVES`.
     """
 
     def __init__(self, tasks: Sequence, hidden_sizes: Sequence[int], rule: Rule,
                  batch_size: int, eval_batch_size: int | None = None,
-                 logit_scale: float = 1.0):
+                 logit_scale: float = 1.0, objective: str = "cross_entropy"):
         tasks = list(tasks)
         if not tasks:
             raise ValueError("meta-training needs at least one training task")
+        strangers = [task_name(t) for t in tasks if not isinstance(t, TaskSource)]
+        if strangers:
+            raise ValueError(f"training tasks must be task sources (blur_tf.tasks.TaskSource), "
+                             f"got {strangers}")
+        if objective not in OBJECTIVES:
+            raise ValueError(f"meta-loss objective {objective!r}; one of {sorted(OBJECTIVES)}")
         input_sizes = {int(t.input_size) for t in tasks}
         if len(input_sizes) != 1:
             raise ValueError("all training tasks must have the same input size (members of one "
@@ -91,6 +114,7 @@ class InnerProblem:
         self.rule = rule
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.logit_scale = float(logit_scale)
+        self.objective = OBJECTIVES[objective]
         self.input_size = input_sizes.pop()
         self.num_classes = max(int(t.num_classes) for t in tasks)
         self.network = BlurNetwork([self.input_size, *self.hidden_sizes, self.num_classes], rule)
@@ -105,9 +129,8 @@ class InnerProblem:
 
     @property
     def has_families(self) -> bool:
-        """True if a task source draws a new problem every meta-step (a family: `draw` and
-        no sampler of its own; a fixed `Task`'s `draw` always gives the task itself)."""
-        return any(hasattr(t, "draw") and not hasattr(t, "sample_train") for t in self.tasks)
+        """True if a task source draws a new problem every meta-step (not `fixed`)."""
+        return not all(t.fixed for t in self.tasks)
 
     def sample_task_ids(self, seed: tf.Tensor, population: int) -> tf.Tensor:
         """int32 [P]: the training task of each member at the meta-step of `seed`."""
@@ -120,8 +143,7 @@ class InnerProblem:
         Returns (task_ids int32 [P], batch_fn t -> (x [P, B, n], y [P, B]),
         (x_eval [P, B_eval, n], y_eval [P, B_eval])).
         """
-        sources = [t.draw(seeds.fold(seed, 100 + i)) if hasattr(t, "draw") else t
-                   for i, t in enumerate(self.tasks)]
+        sources = [t.draw(seeds.fold(seed, 100 + i)) for i, t in enumerate(self.tasks)]
         if task_ids is None:
             task_ids = self.sample_task_ids(seed, population)
 
@@ -146,6 +168,5 @@ class InnerProblem:
         return task_ids, batch_fn, eval_batch
 
     def loss(self, logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
-        """Per-member meta-loss [P]: mean softmax cross-entropy of scaled state 0."""
-        ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits * self.logit_scale)
-        return tf.reduce_mean(ce, axis=-1)
+        """Per-member meta-loss [P]: the objective of scaled state 0."""
+        return self.objective(logits * self.logit_scale, labels)

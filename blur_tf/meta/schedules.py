@@ -20,14 +20,36 @@ trainer synchronizes its population of genomes when a new stage starts (paper §
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import re
 
 import numpy as np
 
 
+class Schedule(abc.ABC):
+    """The declared seam of an unroll schedule: pure functions of the outer step."""
+
+    @abc.abstractmethod
+    def base_length(self, step: int) -> int:
+        """Inner steps of outer step `step` before any jitter."""
+
+    @abc.abstractmethod
+    def stage(self, step: int) -> int:
+        """Index of the stage (maximal run of steps with the same base length) of `step`."""
+
+    @property
+    @abc.abstractmethod
+    def max_length(self) -> int:
+        """The longest unroll the schedule asks for."""
+
+    def length_at(self, step: int) -> int:
+        """Inner steps of outer step `step` (jitter applied where the schedule has it)."""
+        return self.base_length(step)
+
+
 @dataclasses.dataclass(frozen=True)
-class ConstantSchedule:
+class ConstantSchedule(Schedule):
     """Always `length` inner steps; a single stage."""
 
     length: int
@@ -51,7 +73,7 @@ class ConstantSchedule:
 
 
 @dataclasses.dataclass(frozen=True)
-class CurriculumSchedule:
+class CurriculumSchedule(Schedule):
     """The paper's curriculum: `start` steps, + `increment` every `every` meta-steps, ≤ `maximum`."""
 
     start: int
@@ -84,7 +106,7 @@ class CurriculumSchedule:
 
 
 @dataclasses.dataclass(frozen=True)
-class Jittered:
+class Jittered(Schedule):
     """Wraps a schedule: length = round(base · U[1 − fraction, 1 + fraction]), at least 1.
 
     The factor is drawn from numpy's generator seeded by (`seed`, step): pure and resumable.
@@ -108,18 +130,19 @@ class Jittered:
     def max_length(self) -> int:
         return int(np.ceil(self.base.max_length * (1.0 + self.fraction)))
 
+    def length_at(self, step: int) -> int:
+        base = self.base.base_length(step)
+        rng = np.random.default_rng([int(self.seed), int(step), 0x6A17])
+        factor = rng.uniform(1.0 - self.fraction, 1.0 + self.fraction)
+        return max(1, int(round(base * factor)))
+
     def __str__(self):
         return f"{self.base},jitter={self.fraction:g}"
 
 
-def length_at(schedule, step: int) -> int:
-    """The number of inner steps of outer step `step` (applies jitter if the schedule has it)."""
-    if isinstance(schedule, Jittered):
-        base = schedule.base.base_length(step)
-        rng = np.random.default_rng([int(schedule.seed), int(step), 0x6A17])
-        factor = rng.uniform(1.0 - schedule.fraction, 1.0 + schedule.fraction)
-        return max(1, int(round(base * factor)))
-    return schedule.base_length(step)
+def length_at(schedule: Schedule, step: int) -> int:
+    """The number of inner steps of outer step `step` (`schedule.length_at(step)`)."""
+    return schedule.length_at(step)
 
 
 def stage_starts(schedule, step: int) -> bool:

@@ -16,8 +16,9 @@ training alike (the meta-loss averages over ages).
 
 Everything that lives between meta-steps — synapses, ages (inner steps done), remaining
 truncations and task ids — is in `tf.Variable`s of this module, so the trainer's checkpoint
-holds it and a resumed run continues bit-identically. Fresh synapses for resets come from the
-trainer (drawn from (seed, meta_step)); task ids from the meta-step's seed.
+holds it and a resumed run continues bit-identically. Fresh synapses for resets are the
+estimator's `init_state` of the outer step (drawn from (seed, meta_step)); task ids come from
+the meta-step's seed.
 
 Task families (sources that draw a new problem every meta-step) are refused: a persistent
 network must keep its task for its whole episode.
@@ -27,12 +28,11 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from blur_tf.genome import Genome
-from blur_tf.meta.estimators import SegmentedUnrollGradient
+from blur_tf.meta.estimators import Estimator, SegmentedUnrollGradient, population_of
 from blur_tf.meta.problem import InnerProblem
 
 
-class TruncatedUnrollGradient(tf.Module):
+class TruncatedUnrollGradient(tf.Module, Estimator):
     """Meta-gradient through the next `truncation_length` steps of persistent networks.
 
     Args:
@@ -73,14 +73,14 @@ class TruncatedUnrollGradient(tf.Module):
                                     name="task_ids")
         self.started = tf.Variable(False, trainable=False, name="started")
 
-    def __call__(self, genome_variables: Genome, synapses, seed: tf.Tensor, length: tf.Tensor):
-        """Loss, gradient and diagnostics (as `FullUnrollGradient`; `synapses` are the fresh
-        synapses networks reset to, `length` the horizon T). Diagnostics add `ages` [P]: inner
-        steps each network had done before this truncation."""
-        genome = Genome(*[tf.convert_to_tensor(v) for v in genome_variables])
+    def estimate(self, params, state, seed: tf.Tensor, length: tf.Tensor):
+        """See `Estimator.estimate`: `state` are the fresh synapses networks reset to, `length`
+        the horizon T. Diagnostics add `ages` [P]: inner steps each network had done before
+        this truncation."""
+        genome = tf.nest.map_structure(tf.convert_to_tensor, params)
         networks = self.population * self.meta_batch
-        if int(genome.forward_transform.shape[0]) != self.population:
-            raise ValueError(f"genome population {genome.forward_transform.shape[0]} differs "
+        if population_of(genome) != self.population:
+            raise ValueError(f"genome population {population_of(genome)} differs "
                              f"from the estimator's {self.population}")
         per_episode = tf.maximum((length + self.truncation_length - 1)
                                  // self.truncation_length, 1)
@@ -90,7 +90,7 @@ class TruncatedUnrollGradient(tf.Module):
             [tf.reduce_all(tf.math.is_finite(tf.reshape(v, [networks, -1])), axis=1)
              for v in self.forwards + self.backwards]), axis=0)
         reset = tf.equal(self.remaining, 0) | ~finite  # a blown-up network starts over
-        fresh_forwards, fresh_backwards = self.problem.network.to_channel_major(synapses)
+        fresh_forwards, fresh_backwards = self.problem.network.to_channel_major(state)
 
         def select(fresh, kept):
             mask = tf.reshape(reset, [-1] + [1] * (kept.shape.rank - 1))

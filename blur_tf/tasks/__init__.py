@@ -10,7 +10,7 @@ See spec.py (spec strings), toy.py (toy task table), images.py (datasets, offlin
 preparation, caching), families.py (TaskFamily, NWayEpisodes), base.py (interface).
 """
 
-from blur_tf.tasks.base import Episode, Task
+from blur_tf.tasks.base import Episode, Task, TaskSource
 from blur_tf.tasks.families import NWayEpisodes, TaskFamily
 from blur_tf.tasks.images import (IMAGE_DATASETS, ImageTask, clear_cache, prepare_dataset,
                                   preprocess_images)
@@ -19,7 +19,7 @@ from blur_tf.tasks.spec import TaskSpec, parse_classes, parse_spec
 from blur_tf.tasks.toy import TOY_TASKS, ToyTask
 
 __all__ = [
-    "Episode", "Task", "TaskFamily", "NWayEpisodes", "ImageTask", "ToyTask", "TaskSpec",
+    "Episode", "Task", "TaskSource", "TaskFamily", "NWayEpisodes", "ImageTask", "ToyTask", "TaskSpec",
     "IMAGE_DATASETS", "TOY_TASKS", "get_task", "list_tasks", "parse_spec", "parse_classes",
     "prepare_dataset", "preprocess_images", "clear_cache",
 ]

@@ -9,10 +9,12 @@ the same seed passed to both gives unrelated draws (for toy tasks this is what k
 evaluation points disjoint from the training stream; image tasks additionally draw
 evaluation examples from a different split).
 
-A *task source* is anything with ``input_size``, ``num_classes`` and ``draw(seed)``: a
-:class:`Task`, a :class:`~blur_tf.tasks.families.TaskFamily` or
-:class:`~blur_tf.tasks.families.NWayEpisodes`. ``draw(seed)`` returns an :class:`Episode`,
-the concrete problem of one meta-step, with the same sampling methods as a task.
+A *task source* (:class:`TaskSource`, the declared seam meta-training draws from) has
+``input_size``, ``num_classes``, ``draw(seed)`` and ``fixed``: a :class:`Task` (fixed: every
+draw is the task itself), a :class:`~blur_tf.tasks.families.TaskFamily` or
+:class:`~blur_tf.tasks.families.NWayEpisodes` (a new problem per draw). ``draw(seed)``
+returns an :class:`Episode`, the concrete problem of one meta-step, with the same sampling
+methods as a task.
 """
 
 from __future__ import annotations
@@ -95,7 +97,23 @@ class Episode:
                         self.input_size)
 
 
-class Task(abc.ABC):
+class TaskSource(abc.ABC):
+    """What meta-training draws its inner problems from (module doc).
+
+    ``fixed``: every draw is the same problem (a task), so a network may keep it across
+    meta-steps; False for families, whose every draw is a new problem.
+    """
+
+    input_size: int
+    num_classes: int
+    fixed: bool = False
+
+    @abc.abstractmethod
+    def draw(self, seed) -> "Episode":
+        """The concrete problem of the meta-step of ``seed`` (pure TensorFlow, in-graph)."""
+
+
+class Task(TaskSource):
     """One fixed inner problem: a labelled input distribution with a held-out counterpart.
 
     Attributes:
@@ -109,6 +127,7 @@ class Task(abc.ABC):
     name: str
     input_size: int
     num_classes: int
+    fixed = True
 
     @abc.abstractmethod
     def _sample(self, seed: tf.Tensor, n, stream: str):

@@ -32,7 +32,7 @@ def _get_task(spec_or_task, **kwargs) -> base.Task:
     return get_task(spec_or_task, **kwargs)
 
 
-class TaskFamily:
+class TaskFamily(base.TaskSource):
     """A weighted set of tasks; ``draw(seed)`` picks one per meta-step.
 
     Args:
@@ -93,7 +93,7 @@ class TaskFamily:
         return f"TaskFamily({list(self.specs)}, weights={list(self.weights)})"
 
 
-class NWayEpisodes:
+class NWayEpisodes(base.TaskSource):
     """N random classes of one image dataset per meta-step, labels in random order.
 
     Args:

@@ -1,0 +1,104 @@
+"""The run directory: what every launcher that writes an --out_dir repeats, once.
+
+`RunDirectory(path)` checks, before any work, that `path` can be written (ValueError naming
+the problem). A training run then:
+
+* refuses to resume a folder whose recorded flags (`flags.json`) differ outside the flags a
+  resumed run may change (`check_resume`; a flag absent from an older record counts as its
+  default value, so adding a flag never orphans existing runs);
+* records its flags (`record_flags`), trains under SIGTERM / SIGINT handling (`train`: a
+  signal saves a checkpoint and raises `Interrupted`, whose `status` is 128 + signal);
+* writes genome, summary and report files atomically (a temporary file, then a rename:
+  nothing is ever half-written).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+
+from blur_tf.files import check_output_folder, write_json_atomic
+from blur_tf.genome import Genome
+from blur_tf.meta.checkpoint import StopRequest
+
+TIMING_KEYS = ("wall_seconds_this_call", "meta_steps_this_call", "meta_steps_per_second",
+               "peak_rss_mb")
+
+
+class Interrupted(Exception):
+    """Training stopped by a signal after saving a checkpoint; `status` = 128 + signal."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"interrupted by signal {signum}; checkpoint saved, rerun the same "
+                         "command to resume")
+        self.signum, self.status = int(signum), 128 + int(signum)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MiB (Linux ru_maxrss is in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+class RunDirectory:
+    """An output folder written in place (module doc); `path` is absolute."""
+
+    def __init__(self, path: str | None):
+        if not path:
+            raise ValueError("--out_dir is required")
+        try:
+            self.path = check_output_folder(path)
+        except ValueError as e:
+            raise ValueError(f"--out_dir: {e}") from None
+
+    def file(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    def check_resume(self, values: dict, defaults: dict, resumable) -> None:
+        """ValueError if the folder holds a run whose recorded flags differ from `values`
+        outside `resumable` (absent records count as `defaults`)."""
+        path = self.file("flags.json")
+        if not os.path.exists(path):
+            return
+        with open(path) as f:
+            previous = json.load(f).get("flags", {})
+        recorded = lambda k: previous[k] if k in previous else defaults.get(k)
+        changed = sorted(k for k in set(previous) | set(values)
+                         if k not in resumable and recorded(k) != values.get(k))
+        if changed:
+            details = "; ".join(f"--{k}: {recorded(k)!r} -> {values.get(k)!r}" for k in changed)
+            raise ValueError(f"{self.path} holds a run with different training flags "
+                             f"({details}); use another --out_dir or the original flags to "
+                             "resume")
+
+    def record_flags(self, command: str, values: dict, summaries=None) -> None:
+        """flags.json and, with a `SummaryWriter`, the flags as TensorBoard text."""
+        self.write_json("flags.json", {"command": command, "flags": values})
+        if summaries is not None:
+            summaries.flags("\n".join(f"--{k}={v}" for k, v in values.items()) +
+                            f"\n\ncommand: {command}")
+
+    def write_json(self, name: str, data) -> None:
+        write_json_atomic(self.file(name), data)
+
+    def write_genome(self, genome: Genome, metadata: dict) -> None:
+        genome.save(self.file("genome.json"), metadata=metadata)
+
+    def previous_timing(self) -> dict:
+        """The TIMING_KEYS of an existing summary.json ({} if none or unreadable)."""
+        try:
+            with open(self.file("summary.json")) as f:
+                previous = json.load(f)
+        except (OSError, ValueError):
+            return {}
+        return {k: previous[k] for k in TIMING_KEYS if k in previous}
+
+    @staticmethod
+    def train(trainer, total: int):
+        """`trainer.train(total)` resuming from its checkpoint, SIGTERM / SIGINT turned into a
+        checkpoint and `Interrupted`; the train result otherwise (any trainer)."""
+        with StopRequest() as stop:
+            result = trainer.train(total, resume=True, stop=stop)
+        if result.interrupted:
+            raise Interrupted(result.signum)
+        return result
