@@ -8,7 +8,7 @@ For every task (repeat `--tasks`, or separate specs with ';') and every architec
 are trained from `--seeds` seeds on the same batches in the same order, and test accuracy on the
 task's full held-out split is recorded at every horizon of `--steps`. BLUR runs the genome; each
 baseline is swept over `--activations` × `--learning_rates` and reported with the best
-configuration at each horizon (see blur_tf/evaluation.py).
+configuration at each horizon (see blur_tf/evaluation/selection.py).
 
 `--genome`: a genome.json (rule from its `metadata.rule`, else `Rule(num_states=K)`; `--rule`
 overrides fields, e.g. `--rule=activation=relu,normalize_backward=false`), `backprop` (the

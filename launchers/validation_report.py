@@ -13,7 +13,7 @@ import os
 
 from absl import app, flags
 
-from blur_tf.files import atomic_write
+from blur_tf import plotting
 from blur_tf.meta.run_history import read_scalars
 from launchers import exit_with_error
 
@@ -46,20 +46,11 @@ def markdown_table(curves: dict[str, list[tuple[int, float]]]) -> str:
 
 
 def plot(curves: dict[str, list[tuple[int, float]]], tag: str, path: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    fig, ax = plotting.pyplot().subplots(figsize=(6.4, 4.0))
     for name, curve in curves.items():
         ax.plot([s for s, _ in curve], [v for _, v in curve], "-o", markersize=3, label=name)
-    ax.set_xlabel("meta-step")
-    ax.set_ylabel(tag)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100), binary=True)
-    plt.close(fig)
+    plotting.accuracy_axes(ax, xlabel="meta-step", ylabel=tag, legend={"fontsize": 7})
+    plotting.save_png(fig, path, dpi=100)
 
 
 def main(argv):

@@ -73,12 +73,13 @@ def test_best_per_horizon_selects_per_horizon():
         [[0.4, 0.7, 0.6], [0.6, 0.7, 0.6]],
         [[0.5, 0.6, 0.1], [0.5, 0.6, 0.1]]])
     rows = evaluation.best_per_horizon(accuracy, configs, [1, 10, 100], [0.01, 0.1, 1.0])
-    assert [r["config"]["learning_rate"] for r in rows] == [0.1, 0.1, 0.01]
-    assert rows[0]["mean"] == pytest.approx(0.5) and rows[0]["std"] == pytest.approx(0.1)
-    assert rows[2]["mean"] == pytest.approx(0.85) and rows[2]["std"] == pytest.approx(0.05)
-    assert [r["at_edge"] for r in rows] == [False, False, True]
+    assert [r.config["learning_rate"] for r in rows] == [0.1, 0.1, 0.01]
+    assert rows[0].mean == pytest.approx(0.5) and rows[0].std == pytest.approx(0.1)
+    assert rows[2].mean == pytest.approx(0.85) and rows[2].std == pytest.approx(0.05)
+    assert [r.at_edge for r in rows] == [False, False, True]
+    assert list(rows[2].to_dict()) == ["horizon", "mean", "std", "config", "at_edge"]
     tied = np.ones((3, 2, 1))  # every config equal: the first wins, but it is no edge case
-    assert evaluation.best_per_horizon(tied, configs, [1], [0.01, 0.1, 1.0])[0]["at_edge"] \
+    assert evaluation.best_per_horizon(tied, configs, [1], [0.01, 0.1, 1.0])[0].at_edge \
         is False
     with pytest.raises(ValueError, match="does not match"):
         evaluation.best_per_horizon(accuracy, configs[:2], [1, 10, 100])

@@ -14,6 +14,7 @@ from blur_tf.genome import Genome
 from blur_tf.meta.problem import task_name
 from blur_tf.meta.validation import Validator
 from blur_tf.rule import Rule
+from blur_tf.tables import text_table
 
 
 def accuracy_table(genomes: Mapping[str, Genome], tasks: Sequence, hidden_sizes: Sequence[int],
@@ -43,17 +44,15 @@ def format_table(table: dict, title: str = "", chance: Mapping[str, float] | Non
     """A fixed-width text table of `accuracy_table`'s output (plus a mean row)."""
     tasks = list(table)
     names = list(next(iter(table.values()))) if table else []
-    width = max([len(t) for t in tasks] + [len("mean")]) + 2
-    columns = names + (["chance"] if chance else [])
-    lines = [title] if title else []
-    lines.append("task".ljust(width) + "".join(n.rjust(max(len(n), 8) + 2) for n in columns))
-    for task in tasks:
-        cells = [table[task][n] for n in names] + ([chance[task]] if chance else [])
-        lines.append(task.ljust(width) + "".join(f"{v:.3f}".rjust(max(len(n), 8) + 2)
-                                                 for n, v in zip(columns, cells)))
+    rows = [[table[task][n] for n in names] + ([chance[task]] if chance else [])
+            for task in tasks]
     means = [np.mean([table[t][n] for t in tasks]) for n in names]
     if chance:
         means.append(np.mean([chance[t] for t in tasks]))
-    lines.append("mean".ljust(width) + "".join(f"{v:.3f}".rjust(max(len(n), 8) + 2)
-                                               for n, v in zip(columns, means)))
-    return "\n".join(lines)
+    cells = [[task] + [f"{v:.3f}" for v in row] for task, row in zip(tasks + ["mean"],
+                                                                      rows + [means])]
+    header = ["task"] + names + (["chance"] if chance else [])
+    task_width = max(len(c[0]) for c in cells) + 2  # a wider gap after the task column
+    return text_table(header, cells, title=[title] if title else [],
+                      align="l" + "r" * (len(header) - 1),
+                      min_widths=[task_width] + [8] * (len(header) - 1))

@@ -31,52 +31,16 @@ above (the validated genomes: best so far, distribution mean, last generation's 
 
 from __future__ import annotations
 
-import io
-
-import numpy as np
 import tensorflow as tf
 
 from blur_tf.genome import FIELD_KINDS, Genome
+from blur_tf.plotting import curve_image, heatmap_image  # the images of the tags above
 
 MATRIX_FIELDS = tuple(name for name, kind in FIELD_KINDS.items() if kind == "KxK")
 
 
 def _tag_safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
-
-
-def heatmap_image(matrix: np.ndarray, cell: int = 16) -> np.ndarray:
-    """A K×K matrix as an RGB uint8 image [1, K·cell, K·cell, 3]: blue < 0 < red, white = 0."""
-    matrix = np.asarray(matrix, np.float32)
-    scale = max(float(np.max(np.abs(matrix))), 1e-6)
-    v = np.clip(matrix / scale, -1.0, 1.0)
-    red = np.where(v < 0, 1.0 + v, 1.0)
-    blue = np.where(v > 0, 1.0 - v, 1.0)
-    green = 1.0 - np.abs(v)
-    rgb = np.stack([red, green, blue], axis=-1)
-    rgb = np.repeat(np.repeat(rgb, cell, axis=0), cell, axis=1)
-    return (rgb[None] * 255).astype(np.uint8)
-
-
-def curve_image(curves: np.ndarray, best: int, title: str) -> np.ndarray:
-    """Accuracy-per-inner-step curves [G, T+1] plotted to an RGB image [1, H, W, 3]."""
-    import matplotlib  # pylint: disable=g-import-not-at-top
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
-    fig, ax = plt.subplots(figsize=(4, 3), dpi=80)
-    steps = np.arange(curves.shape[1])
-    for g, curve in enumerate(curves):
-        ax.plot(steps, curve, lw=2.5 if g == best else 0.8, alpha=1.0 if g == best else 0.5)
-    ax.set_xlabel("inner step")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(0, 1)
-    ax.set_title(title, fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return tf.image.decode_png(buffer.getvalue(), channels=3)[None].numpy()
 
 
 class SummaryWriter:
