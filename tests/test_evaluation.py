@@ -1,5 +1,6 @@
 """Tests of blur_tf.evaluation and launchers/evaluate.py: fairness, selection, flags, outputs."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -183,3 +184,22 @@ def test_launcher_writes_results_csv_png(tmp_path, capsys):
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".tmp-")]
     printed = capsys.readouterr().out
     assert "toy.circles" in printed and "BLUR test accuracy (best baseline)" in printed
+
+
+def test_one_table_writer_keeps_both_layouts():
+    """blur_tf.tables.text_table lays out evaluation's tables and meta/report's (unchanged)."""
+    from blur_tf.meta import report
+    from blur_tf.tables import text_table
+    assert text_table(["steps", "sgd"], [["1", "0.5"], ["20", "0.75"]], title=["t"],
+                      rule=True) == "t\nsteps  sgd \n-----  ----\n1      0.5 \n20     0.75"
+    table = {"mnist": {"learned": 0.81234, "random": 0.1},
+             "fashion_mnist": {"learned": 0.7, "random": 0.12}}
+    assert report.format_table(table, "T", {"mnist": 0.11, "fashion_mnist": 0.1}) == "\n".join([
+        "T",
+        "task              learned    random    chance",
+        "mnist               0.812     0.100     0.110",
+        "fashion_mnist       0.700     0.120     0.100",
+        "mean                0.756     0.110     0.105"])
+    assert [f.name for f in dataclasses.fields(evaluation.ResultRow)] == [
+        "task", "layer_sizes", "method", "horizon", "mean_accuracy", "std_accuracy",
+        "learning_rate", "activation", "member", "lr_at_grid_edge"]
