@@ -12,6 +12,7 @@ from blur_tf.tasks import get_task
 from tests.test_tasks import image_data  # noqa: F401  (pytest fixture)
 
 GENOMES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "genomes")
+CONFIGS = os.path.join(os.path.dirname(GENOMES), "launchers", "configs")
 
 
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(GENOMES, "*.json"))),
@@ -45,25 +46,37 @@ def test_long_horizon_genome_keeps_learning_past_its_horizon():
     assert _xor_accuracy(short, Rule(), 200, 0) < min(accuracies) - 0.1
 
 
-def test_mnist_fast_learns_mnist_and_fashion_mnist_in_ten_steps(image_data):
-    """genomes/mnist_fast.json, a regression guard at a small setting (784-32-10, 10 inner
-    steps of 64 examples): well above chance (0.1) on MNIST and on Fashion-MNIST, which it never
-    saw in meta-training (card, at 784-128-10 and batch 128: 0.877 and 0.703 after 10 steps)."""
-    genome, metadata = Genome.load_with_metadata(os.path.join(GENOMES, "mnist_fast.json"))
+@pytest.mark.parametrize("name", ["mnist_fast", "mnist_scratch"])
+def test_mnist_genome_learns_mnist_and_fashion_mnist_in_ten_steps(image_data, name):
+    """genomes/mnist_fast.json and mnist_scratch.json, regression guards at a small setting
+    (784-32-10, 10 inner steps of 64 examples): well above chance (0.1) on MNIST and on
+    Fashion-MNIST, which they never saw in meta-training (cards, at 784-128-10 and batch 128:
+    0.877 / 0.703 and 0.87 / 0.70 after 10 steps)."""
+    genome, metadata = Genome.load_with_metadata(os.path.join(GENOMES, f"{name}.json"))
     rule = Rule.from_dict(metadata["rule"])
     assert rule.normalize_forward and not rule.normalize_output
     accuracies = {}
-    for name in ("mnist", "fashion_mnist"):
-        task = get_task(name, **image_data)
+    for dataset in ("mnist", "fashion_mnist"):
+        task = get_task(dataset, **image_data)
         x, y = task.sample_train(tf.constant([0, 0]), 10 * 64)
         model = BlurModel([784, 32, 10], genome, rule, seed=0)
         model.fit(x.numpy(), y.numpy(), batch_size=64, verbose=0)
         xt, yt = task.eval_set(2000)
-        accuracies[name] = model.evaluate(xt.numpy(), yt.numpy(), batch_size=500, verbose=0)
+        accuracies[dataset] = model.evaluate(xt.numpy(), yt.numpy(), batch_size=500, verbose=0)
     assert accuracies["mnist"] >= 0.7 and accuracies["fashion_mnist"] >= 0.5, accuracies
 
 
-CONFIGS = os.path.join(os.path.dirname(GENOMES), "launchers", "configs")
+def test_mnist_scratch_was_meta_learned_from_random_genomes():
+    """Its metadata: stage 2 of launchers/configs/mnist_scratch*.cfg, started from stage 1's
+    output, whose flagfile starts from random genomes (`--init_genome=` empty)."""
+    _, metadata = Genome.load_with_metadata(os.path.join(GENOMES, "mnist_scratch.json"))
+    assert metadata["flags"]["init_genome"].endswith("mnist_scratch_stage1/genome.json")
+    with open(os.path.join(CONFIGS, "mnist_scratch.cfg")) as f:
+        assert "--init_genome=\n" in f.read()
+    assert not any("test" in spec or "fashion" in spec
+                   for key in ("tasks", "validation_tasks") for spec in metadata["flags"][key])
+
+
 SELECTION_FLAGS = ("--tasks=", "--validation_tasks=")  # not --test_tasks: report table only
 
 
@@ -75,8 +88,8 @@ def _selection_specs(path):
         for line in f:
             line = line.strip()
             if line.startswith("--flagfile="):
-                specs += _selection_specs(os.path.join(os.path.dirname(CONFIGS),
-                                                       "..", line.split("=", 1)[1]))
+                specs += _selection_specs(os.path.join(os.path.dirname(GENOMES),
+                                                       line.split("=", 1)[1]))
             elif line.startswith(SELECTION_FLAGS):
                 specs += [s for s in line.split("=", 1)[1].split(";") if s.strip()]
     return specs
