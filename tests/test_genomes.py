@@ -46,24 +46,28 @@ def test_long_horizon_genome_keeps_learning_past_its_horizon():
     assert _xor_accuracy(short, Rule(), 200, 0) < min(accuracies) - 0.1
 
 
-@pytest.mark.parametrize("name", ["mnist_fast", "mnist_scratch"])
-def test_mnist_genome_learns_mnist_and_fashion_mnist_in_ten_steps(image_data, name):
-    """genomes/mnist_fast.json and mnist_scratch.json, regression guards at a small setting
-    (784-32-10, 10 inner steps of 64 examples): well above chance (0.1) on MNIST and on
-    Fashion-MNIST, which they never saw in meta-training (cards, at 784-128-10 and batch 128:
-    0.877 / 0.703 and 0.87 / 0.70 after 10 steps)."""
+@pytest.mark.parametrize("name, hidden, batch, minimum", [
+    ("mnist_fast", 32, 64, {"mnist": 0.7, "fashion_mnist": 0.5}),
+    ("mnist_scratch", 128, 128, {"mnist": 0.8, "fashion_mnist": 0.6}),
+])
+def test_mnist_genome_learns_mnist_and_fashion_mnist_in_ten_steps(image_data, name, hidden,
+                                                                   batch, minimum):
+    """genomes/mnist_fast.json and mnist_scratch.json, regression guards after 10 inner steps:
+    well above chance (0.1) on MNIST and on Fashion-MNIST, which they never saw in meta-training
+    (cards, at 784-128-10 and batch 128, full test split: 0.877 / 0.703 and 0.851 / 0.722).
+    mnist_scratch is checked at its training shape: at 784-32-10 it reaches only 0.66 on MNIST."""
     genome, metadata = Genome.load_with_metadata(os.path.join(GENOMES, f"{name}.json"))
     rule = Rule.from_dict(metadata["rule"])
     assert rule.normalize_forward and not rule.normalize_output
     accuracies = {}
     for dataset in ("mnist", "fashion_mnist"):
         task = get_task(dataset, **image_data)
-        x, y = task.sample_train(tf.constant([0, 0]), 10 * 64)
-        model = BlurModel([784, 32, 10], genome, rule, seed=0)
-        model.fit(x.numpy(), y.numpy(), batch_size=64, verbose=0)
+        x, y = task.sample_train(tf.constant([0, 0]), 10 * batch)
+        model = BlurModel([784, hidden, 10], genome, rule, seed=0)
+        model.fit(x.numpy(), y.numpy(), batch_size=batch, verbose=0)
         xt, yt = task.eval_set(2000)
         accuracies[dataset] = model.evaluate(xt.numpy(), yt.numpy(), batch_size=500, verbose=0)
-    assert accuracies["mnist"] >= 0.7 and accuracies["fashion_mnist"] >= 0.5, accuracies
+    assert all(accuracies[d] >= minimum[d] for d in minimum), accuracies
 
 
 def test_mnist_scratch_was_meta_learned_from_random_genomes():
