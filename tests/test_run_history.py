@@ -1,5 +1,6 @@
 """Reading validation curves back from a run's TensorBoard events (launchers.validation_report)."""
 
+import os
 import subprocess
 import sys
 
@@ -8,6 +9,8 @@ import tensorflow as tf
 
 from blur_tf.meta.run_history import read_scalars
 from launchers import validation_report
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _write(folder, points, tag="validation/score"):
@@ -35,7 +38,8 @@ def test_read_scalars_sorted_last_write_wins_and_stages_chain(tmp_path):
 
 def test_launcher_one_line_error_for_a_folder_without_events(tmp_path):
     result = subprocess.run([sys.executable, "-m", "launchers.validation_report",
-                             f"--runs={tmp_path}"], capture_output=True, text=True)
+                             f"--runs={tmp_path}"], capture_output=True, text=True,
+                            cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, timeout=300)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("validation_report: error:")
     assert "no TensorBoard event file" in result.stderr
