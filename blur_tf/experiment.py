@@ -1,7 +1,10 @@
 """The run directory: what every launcher that writes an --out_dir repeats, once.
 
 `RunDirectory(path)` checks, before any work, that `path` can be written (ValueError naming
-the problem). A training run then:
+the problem). A run that writes into it holds `lock()` for its lifetime: a second process on
+the same folder is refused at once (ValueError naming the folder and the holder's process id).
+The lock is an exclusive `flock` on `path/.lock`, which the kernel releases on any exit of the
+holder (even SIGKILL), so a crashed run leaves nothing to clean up. A training run then:
 
 * refuses to resume a folder whose recorded flags (`flags.json`) differ outside the flags a
   resumed run may change (`check_resume`; a flag absent from an older record counts as its
@@ -14,6 +17,8 @@ the problem). A training run then:
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import resource
@@ -40,6 +45,14 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _same_file(fd: int, path: str) -> bool:
+    """True if `path` still names the open file `fd`."""
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
+        return False
+
+
 class RunDirectory:
     """An output folder written in place (module doc); `path` is absolute."""
 
@@ -50,6 +63,35 @@ class RunDirectory:
             self.path = check_output_folder(path)
         except ValueError as e:
             raise ValueError(f"--out_dir: {e}") from None
+
+    @contextlib.contextmanager
+    def lock(self):
+        """Holds the folder's lock (module doc) while the `with` body runs. The folder is
+        created if needed, and removed again if the body left nothing in it."""
+        created = not os.path.isdir(self.path)
+        os.makedirs(self.path, exist_ok=True)
+        lock_file = self.file(".lock")
+        while True:
+            fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                raise ValueError(f"{self.path} is in use by another run (process {holder}); "
+                                 "wait for it to end or use another --out_dir") from None
+            if _same_file(fd, lock_file):
+                break
+            os.close(fd)  # locked a file its previous holder had just removed: retry
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            yield self
+        finally:
+            if created and os.listdir(self.path) == [".lock"]:
+                os.remove(lock_file)  # before releasing: see _same_file
+                os.rmdir(self.path)
+            os.close(fd)  # releases the lock
 
     def file(self, name: str) -> str:
         return os.path.join(self.path, name)

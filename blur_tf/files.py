@@ -24,9 +24,11 @@ def atomic_write(path: str, write: Callable[[IO], Any], binary: bool = False) ->
         with os.fdopen(fd, "wb" if binary else "w") as f:
             write(f)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(e, OSError) and e.filename is None:  # a write: name the file
+            raise OSError(e.errno, e.strerror or str(e), path) from None
         raise
 
 

@@ -35,6 +35,10 @@ from blur_tf.files import write_json_atomic
 
 FORMAT_NAME = "blur_tf.genome"
 FORMAT_VERSION = 1
+# The largest |value| a genome may hold: meta-training never applies an update beyond it
+# (`PopulationAdam.max_abs_value`), and a loaded genome beyond it is refused (learned genomes
+# stay within a few units; 1e30 already gives constant logits, 1e39 is inf in float32).
+MAX_ABS_VALUE = 100.0
 
 # Field name -> shape of one population member's value, in terms of K.
 _MATRIX, _VECTOR, _SCALAR = "KxK", "K", "scalar"
@@ -189,11 +193,16 @@ class Genome(NamedTuple):
 
     @classmethod
     def from_dict(cls, d: dict) -> "Genome":
-        """Inverse of `to_dict`; ValueError naming the problem on anything malformed."""
+        """Inverse of `to_dict`; ValueError naming the problem on anything malformed: another
+        format or version, missing or unknown fields, wrong shapes, values not finite or beyond
+        ±MAX_ABS_VALUE."""
         if not isinstance(d, dict) or not isinstance(d.get("coefficients"), dict):
             raise ValueError("genome dict must have a 'coefficients' mapping")
         if "format" in d and d["format"] != FORMAT_NAME:
             raise ValueError(f"not a genome: format is {d['format']!r}, expected {FORMAT_NAME!r}")
+        if "version" in d and (isinstance(d["version"], bool) or d["version"] != FORMAT_VERSION):
+            raise ValueError(f"genome format version {d['version']!r} is not supported (this "
+                             f"blur_tf reads version {FORMAT_VERSION})")
         coefficients = d["coefficients"]
         missing = sorted(set(FIELD_KINDS) - set(coefficients))
         unknown = sorted(set(coefficients) - set(FIELD_KINDS))
@@ -215,6 +224,10 @@ class Genome(NamedTuple):
                                  f"expected {expected} (P={p}, K={k})")
             if not np.all(np.isfinite(arrays[name])):
                 raise ValueError(f"genome coefficient {name!r} has non-finite values")
+            if np.any(np.abs(arrays[name]) > MAX_ABS_VALUE):
+                raise ValueError(f"genome coefficient {name!r} holds {_largest(arrays[name])}, "
+                                 f"beyond ±{MAX_ABS_VALUE:g} (the bound of meta-training; "
+                                 "such a genome gives constant or non-finite outputs)")
         for key, actual in (("num_states", k), ("population", p)):
             if key in d and d[key] != actual:
                 raise ValueError(f"genome {key} says {d[key]} but coefficients have {actual}")
@@ -254,6 +267,11 @@ class Genome(NamedTuple):
         if not isinstance(metadata, dict):
             raise ValueError(f"genome file {path}: metadata must be a JSON object")
         return genome, metadata
+
+
+def _largest(values: np.ndarray) -> str:
+    """The value of largest magnitude, as written."""
+    return f"{values.flat[int(np.argmax(np.abs(values)))]:g}"
 
 
 def _check_num_states(k, what="num_states"):

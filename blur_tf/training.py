@@ -1,7 +1,8 @@
 """The training applications behind `launchers.meta_train` and `launchers.cma_train`.
 
 `run(algorithm, values, …)` takes the flag values of a launcher (a read-only mapping) and:
-checks them and the --out_dir (`RunDirectory`) before any work; refuses to resume a folder
+checks them and the --out_dir (`RunDirectory`) before any work; holds the folder's lock for
+the whole run (a second run on it is refused); refuses to resume a folder
 whose recorded flags differ outside the resumable ones; builds the strategy, tasks, inner
 problem, validator and trainer; records the flags; trains (SIGTERM / SIGINT: checkpoint and
 `Interrupted`); and, on the chief, writes genome.json (with provenance metadata), an accuracy
@@ -12,6 +13,7 @@ trainer, the summary and the genome metadata.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -148,11 +150,19 @@ def run(app: Application, values: Mapping, command: str, defaults: Mapping, resu
     """Runs `app` with flag `values` (module doc); returns the summary dict."""
     run_dir = RunDirectory(values["out_dir"])
     cfg = app.check(values, check_config(values))
-    run_dir.check_resume(dict(values), dict(defaults), resumable)
     strategy = make_strategy(values, app.meta_batch(values))
+    from blur_tf.meta.distribute import is_chief  # pylint: disable=g-import-not-at-top
+    chief = is_chief(strategy)
+    with run_dir.lock() if chief else contextlib.nullcontext():  # only the chief writes
+        run_dir.check_resume(dict(values), dict(defaults), resumable)
+        return _run(app, values, command, cfg, strategy, chief, run_dir)
+
+
+def _run(app: Application, values: Mapping, command: str, cfg: Config, strategy, chief: bool,
+         run_dir: RunDirectory) -> dict:
+    """`run` once the flags are checked and the folder is locked."""
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     from blur_tf.meta import InnerProblem  # pylint: disable=g-import-not-at-top
-    from blur_tf.meta.distribute import is_chief  # pylint: disable=g-import-not-at-top
     from blur_tf.tasks import get_task  # pylint: disable=g-import-not-at-top
     if values["deterministic"]:
         tf.config.experimental.enable_op_determinism()
@@ -166,7 +176,6 @@ def run(app: Application, values: Mapping, command: str, defaults: Mapping, resu
                            values.get("logit_scale", 1.0))
     validator = make_validator(values, validation_tasks, cfg.hidden, cfg.rule)
     trainer = app.trainer(values, cfg, problem, validator, strategy, run_dir)
-    chief = is_chief(strategy)
     if chief:
         run_dir.record_flags(command, dict(values), trainer.summaries)
     log.info("%s: %s on %s; validation on %s; unroll %s; %d %s -> %s", app.name,
@@ -282,7 +291,7 @@ GRADIENT = Application("meta_train", "meta_steps", _gradient_check,
 
 # ----------------------------------------------------------------------------- CMA-ES
 def _cma_check(values: Mapping, cfg: Config) -> Config:
-    from blur_tf.meta.genome_vector import check_fields  # pylint: disable=g-import-not-at-top
+    from blur_tf.meta import genome_vector  # pylint: disable=g-import-not-at-top
     if values["population"] < 2:
         raise ValueError(f"--population (CMA-ES λ) must be >= 2, got {values['population']}")
     if not (math.isfinite(values["sigma0"]) and values["sigma0"] > 0):
@@ -290,9 +299,15 @@ def _cma_check(values: Mapping, cfg: Config) -> Config:
     fields = None
     if values["fields"]:
         try:
-            fields = check_fields([f.strip() for f in values["fields"]])
+            fields = genome_vector.check_fields([f.strip() for f in values["fields"]])
         except ValueError as e:
             raise ValueError(f"--fields: {e}") from None
+        read = genome_vector.rule_fields(cfg.rule)
+        unread = [f for f in fields if f not in read]
+        if unread:
+            raise ValueError(f"--fields: the rule does not read {', '.join(unread)} (every "
+                             "candidate would get the same fitness); it reads "
+                             f"{', '.join(read)}")
     jitter = getattr(cfg.schedule, "fraction", 0.0)  # a jittered unroll can be shorter
     shortest = max(1, round(cfg.schedule.base_length(0) * (1.0 - jitter)))
     if values["average_steps"] > shortest:

@@ -32,7 +32,7 @@ from absl import app, flags, logging
 
 from blur_tf import baselines, evaluation
 from blur_tf.files import check_output_folder, write_json_atomic
-from launchers import exit_with_error, parse_ints, settings_or_exit
+from launchers import exit_with_error, parse_ints, settings_or_exit, write_error_line
 
 DEFAULT_STEPS = (1, 5, 10, 20, 50, 100, 200)
 
@@ -181,9 +181,16 @@ def load_learner(settings: Settings):
 def run(settings: Settings, log=logging.info) -> dict:
     """Evaluates every task × architecture; writes results.json/csv, curves.png, TensorBoard.
 
+    Holds the --out_dir's lock (`RunDirectory.lock`: a second run on the folder is refused).
     Tasks are built (datasets prepared) before any training, so a bad spec fails early.
     Returns the results dict written to OUT/results.json.
     """
+    from blur_tf.experiment import RunDirectory
+    with RunDirectory(settings.out_dir).lock():
+        return _run(settings, log)
+
+
+def _run(settings: Settings, log) -> dict:
     from blur_tf.tasks import get_task
 
     learner = load_learner(settings)
@@ -193,7 +200,6 @@ def run(settings: Settings, log=logging.info) -> dict:
     settings_dict = {k: (list(v) if isinstance(v, tuple) else v)
                      for k, v in dataclasses.asdict(settings).items()}
     results = {"settings": settings_dict, "runs": []}
-    os.makedirs(settings.out_dir, exist_ok=True)
     start = time.perf_counter()
     for task in tasks:
         for hidden in settings.architectures:
@@ -229,13 +235,16 @@ def run(settings: Settings, log=logging.info) -> dict:
 
 
 def main(argv, fv: flags.FlagValues | None = None):
-    """Bad flags: one line on stderr, status 2; a failure of the run itself (e.g. a dataset
-    that is not available offline): one line, status 1."""
+    """One line on stderr and the launchers' exit status (launchers/__init__.py): 2 when the
+    command cannot run as given (bad flags, a spec that does not fit its dataset, a dataset
+    not available offline, the folder in use), 1 when a write failed."""
     settings = settings_or_exit("evaluate", argv, settings_from_flags, fv or flags.FLAGS)
     try:
         run(settings)
     except ValueError as e:
-        exit_with_error("evaluate", e, status=1)
+        exit_with_error("evaluate", e)
+    except OSError as e:
+        exit_with_error("evaluate", write_error_line(e), status=1)
     return 0
 
 

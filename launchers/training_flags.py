@@ -9,8 +9,9 @@ derived from them, never kept by hand:
 * GRADIENT and GRADIENT_RUN (resumable): gradient meta-training only (cma_train refuses them).
 
 `run_or_exit(program, application, names, resumable, argv)` is the whole of a training
-launcher: the flag values → `blur_tf.training.run` → exit status (2 and one line for bad flags,
-1 for a diverged run, 128 + signal when stopped).
+launcher: the flag values → `blur_tf.training.run` → exit status (launchers/__init__.py: 2 and
+one line when the command cannot run as given, 1 when the run failed, 128 + signal when
+stopped).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import sys
 from absl import flags, logging
 
 from blur_tf import config
-from launchers import exit_with_error
+from launchers import exit_with_error, write_error_line
 
 FLAGS = flags.FLAGS
 
@@ -131,8 +132,10 @@ def run(application, names, resumable, values=None, argv=None) -> dict:
 
 def run_or_exit(program: str, application, names, resumable, argv) -> dict:
     """`run`; its summary, or one line on stderr and exit status 2 (bad flags, unexpected
-    arguments), 1 (meta-training diverged) or 128 + signal (stopped, checkpoint saved)."""
+    arguments, folder in use), 1 (meta-training diverged, a write failed, no checkpoint
+    restores) or 128 + signal (stopped, checkpoint saved)."""
     from blur_tf.experiment import Interrupted  # pylint: disable=g-import-not-at-top
+    from blur_tf.meta.checkpoint import CheckpointError  # pylint: disable=g-import-not-at-top
     from blur_tf.meta.trainer import MetaTrainingDiverged  # pylint: disable=g-import-not-at-top
     if len(argv) > 1:
         exit_with_error(program, f"unexpected arguments: {argv[1:]}")
@@ -140,8 +143,10 @@ def run_or_exit(program: str, application, names, resumable, argv) -> dict:
         return run(application, names, resumable, argv=sys.argv)
     except ValueError as e:
         exit_with_error(program, e)
-    except MetaTrainingDiverged as e:
+    except (MetaTrainingDiverged, CheckpointError) as e:
         exit_with_error(program, e, status=1)
+    except OSError as e:
+        exit_with_error(program, write_error_line(e), status=1)
     except Interrupted as e:
         logging.warning("%s", e)
         raise SystemExit(e.status) from None

@@ -82,7 +82,8 @@ LAUNCHER_CASES = [
     (evaluate, ["--out_dir={file}/x", "--tasks=mnist", "--data_dir={data}"], 2,
      "{file} is not a writable folder"),
     # a spec that does not fit the dataset: checked before any data is prepared.
-    (evaluate, ["--tasks=mnist:crop=99", "--data_dir={data}", "--out_dir={tmp}/out"], 1,
+    # (the same status in every launcher: 2 when the command cannot run as given)
+    (evaluate, ["--tasks=mnist:crop=99", "--data_dir={data}", "--out_dir={tmp}/out"], 2,
      "crop=99 is larger than the 28x28 mnist images"),
     # export: the same one line (not absl's UsageError under the whole flag help).
     (export, ["--genome=backprop", "--task=toy.xor", "--out_dir={tmp}/out"], 2,
@@ -309,7 +310,147 @@ def test_download_without_network_fails_fast_and_says_why(connect, reason, folde
                             f"--tfds_manual_dir={folders['none']}",
                             f"--out_dir={folders['tmp']}/out"])
     last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert code == 1 and time.monotonic() - start < 20
+    assert code == 2 and time.monotonic() - start < 20
     assert last.startswith("evaluate: error: Dataset 'mnist': download=True but "
                            "storage.googleapis.com:443 cannot be reached"), last
     assert reason in last
+
+
+# ----------------------------------------------------------------------------- one folder, one run
+def _hold_lock_and_die(path, conn):
+    """Child process: takes `path`'s lock, reports, then dies by SIGKILL (no cleanup)."""
+    from blur_tf.experiment import RunDirectory  # pylint: disable=g-import-not-at-top
+    with RunDirectory(path).lock():
+        conn.send("locked")
+        os.kill(os.getpid(), 9)
+
+
+@pytest.mark.parametrize("launcher, argv", [
+    (meta_train, META_ARGS + ["--meta_steps=1"]),
+    (cma_train, ["--tasks=toy.and", "--layer_sizes=4", "--population=2", "--generations=1",
+                 "--log_every=0", "--validate_every=0", "--print_table=false",
+                 "--deterministic=false"]),
+    (evaluate, ["--genome=backprop", "--tasks=toy.xor", "--layer_sizes=4", "--steps=1",
+                "--seeds=1", "--baselines=none"]),
+], ids=["meta_train", "cma_train", "evaluate"])
+def test_a_second_run_on_one_out_dir_is_refused_at_once(launcher, argv, tmp_path, capsys):
+    from blur_tf.experiment import RunDirectory  # pylint: disable=g-import-not-at-top
+    out = tmp_path / "run"
+    with RunDirectory(str(out)).lock():  # the first run, still going
+        start = time.monotonic()
+        code = _main(launcher, [f"--out_dir={out}", *argv])
+        err = capsys.readouterr().err.strip()
+        assert time.monotonic() - start < 15
+    name = launcher.__name__.rsplit(".", 1)[-1]
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert err == (f"{name}: error: {out} is in use by another run (process {os.getpid()}); "
+                   "wait for it to end or use another --out_dir"), err
+    assert sorted(os.listdir(out)) == [".lock"]  # nothing of the second run written
+
+
+def test_the_out_dir_lock_is_released_by_a_crash(tmp_path):
+    import multiprocessing  # pylint: disable=g-import-not-at-top
+    from blur_tf.experiment import RunDirectory  # pylint: disable=g-import-not-at-top
+    context = multiprocessing.get_context("fork")
+    parent, child = context.Pipe()
+    process = context.Process(target=_hold_lock_and_die, args=(str(tmp_path), child))
+    process.start()
+    assert parent.recv() == "locked"
+    process.join(10)
+    assert process.exitcode == -9  # SIGKILL: no handler ran
+    with RunDirectory(str(tmp_path)).lock():  # not stale: no manual cleanup needed
+        with pytest.raises(ValueError, match="is in use by another run"):
+            with RunDirectory(str(tmp_path)).lock():
+                pass
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def test_a_damaged_checkpoint_falls_back_to_the_newest_that_restores(tmp_path, caplog):
+    from blur_tf.meta.checkpoint import CheckpointError  # pylint: disable=g-import-not-at-top
+    value = tf.Variable(0.0)
+    state = CheckpointState(str(tmp_path), value=value)
+    for step in (1, 2, 3):
+        value.assign(float(step))
+        state.save(step)
+    with open(tmp_path / "ckpt-3.data-00000-of-00001", "r+b") as f:
+        f.truncate(2)  # damaged after the run
+    with open(tmp_path / "ckpt-2.index", "r+b") as f:
+        f.truncate(5)
+    value.assign(-1.0)
+    with caplog.at_level("WARNING"):
+        assert CheckpointState(str(tmp_path), value=value).restore_latest().endswith("ckpt-1")
+    assert float(value.numpy()) == 1.0
+    skipped = [r.getMessage() for r in caplog.records if "skipping checkpoint" in r.getMessage()]
+    assert [m.split(":")[0] for m in skipped] == [f"skipping checkpoint {tmp_path}/ckpt-3",
+                                                  f"skipping checkpoint {tmp_path}/ckpt-2"]
+    with open(tmp_path / "ckpt-1.index", "r+b") as f:
+        f.truncate(5)
+    with pytest.raises(CheckpointError) as info:
+        CheckpointState(str(tmp_path), value=value).restore_latest()
+    message = str(info.value)
+    assert message.startswith(f"no checkpoint in {tmp_path} restores (ckpt-3: ")
+    assert "delete that folder to start the run over" in message and "\n" not in message
+
+
+def _small_file_limit(limit: int):
+    """Context: writes beyond `limit` bytes per file fail (EFBIG), as on a full disk."""
+    import contextlib  # pylint: disable=g-import-not-at-top
+    import resource  # pylint: disable=g-import-not-at-top
+    import signal  # pylint: disable=g-import-not-at-top
+
+    @contextlib.contextmanager
+    def limited():
+        previous = resource.getrlimit(resource.RLIMIT_FSIZE)
+        handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, previous[1]))
+        try:
+            yield
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, previous)
+            signal.signal(signal.SIGXFSZ, handler)
+    return limited()
+
+
+def test_a_failed_checkpoint_write_leaves_nothing_and_names_the_path(tmp_path):
+    value = tf.Variable(tf.zeros([4096]))  # a 16 KiB data file
+    state = CheckpointState(str(tmp_path), value=value)
+    with _small_file_limit(4096), pytest.raises(OSError) as info:
+        state.save(7)
+    assert info.value.filename == f"{tmp_path}/ckpt-7" and "\n" not in str(info.value.strerror)
+    assert os.listdir(tmp_path) == []  # no ckpt-7.*, no ckpt-7_temp
+    atomic = tmp_path / "big.json"
+    with _small_file_limit(4096), pytest.raises(OSError) as info:
+        atomic_write(str(atomic), lambda f: f.write("x" * 10000))
+    assert info.value.filename == str(atomic) and os.listdir(tmp_path) == []
+
+
+def test_meta_train_on_a_full_disk_exits_1_in_one_line(tmp_path, capsys):
+    out = tmp_path / "run"
+    with _small_file_limit(4096):
+        code = _main(meta_train, [f"--out_dir={out}", *META_ARGS, "--meta_steps=1",
+                                  "--checkpoint_every=1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and err[-1].startswith(f"meta_train: error: cannot write {out}/"), err[-1]
+    assert not (out / "genome.json").exists()
+    assert not [n for n in os.listdir(out / "ckpt") if n.startswith("ckpt-")]
+
+
+# ----------------------------------------------------------------------------- genome files
+@pytest.mark.parametrize("change, message", [
+    ({"synapse_update": [1e39]}, "'synapse_update' holds 1e+39, beyond ±100"),
+    ({"synapse_update": [1e30]}, "'synapse_update' holds 1e+30, beyond ±100"),
+    ({"norm_gain": [[1.0, -250.0]]}, "'norm_gain' holds -250, beyond ±100"),
+    ({"version": 99}, "genome format version 99 is not supported (this blur_tf reads version 1)"),
+], ids=["overflows float32", "1e30", "beyond 100", "version 99"])
+def test_genome_files_beyond_what_a_genome_holds_are_refused(change, message, tmp_path):
+    d = Genome.random(2, seed=0).to_dict()
+    for key, value in change.items():
+        if key in d["coefficients"]:
+            d["coefficients"][key] = value
+        else:
+            d[key] = value
+    path = tmp_path / "genome.json"
+    path.write_text(json.dumps(d))
+    with pytest.raises(ValueError) as info:
+        Genome.load(str(path))
+    assert message in str(info.value) and str(path) in str(info.value), str(info.value)

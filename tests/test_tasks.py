@@ -317,6 +317,25 @@ def test_train_eval_disjoint_and_reproducible(image_data):
     assert half.num_train == 30000 and half.num_eval == 30000
 
 
+def test_degenerate_image_tasks_are_refused(image_data):
+    for spec in ("mnist:classes=5-5", "mnist:classes=3,3"):
+        with pytest.raises(ValueError, match=r"is one class; a classification task needs at "
+                                             "least two"):
+            tasks.get_task(spec, **image_data)
+    # a small split holds a few classes: not a few-class task in disguise
+    _, labels = images_lib.load_raw_pool("mnist", "train[:3]", **image_data)
+    held = sorted(set(int(y) for y in labels))
+    lacking = sorted(set(range(10)) - set(held))
+    with pytest.raises(ValueError) as info:
+        tasks.get_task("mnist:split=train[:3]", **image_data)
+    assert (f"classes {lacking} have no examples in split 'train[:3]'; use a split that holds "
+            "every class of the task" in str(info.value)), str(info.value)
+    if len(held) >= 2:  # naming the classes it holds is the way to such a task
+        chosen = tasks.get_task(f"mnist:split=train[:3],classes={','.join(map(str, held))}",
+                                **image_data)
+        assert chosen.num_classes == len(held) and chosen.num_train == 3
+
+
 def test_image_sampling_in_compiled_loop(image_data):
     task = tasks.get_task("mnist:crop=20,size=10", **image_data)
 

@@ -6,7 +6,9 @@ position and the RNG state: every seed is derived from (seed, meta_step), see `s
 population bookkeeping (best genome index, its validation score, the last synchronized stage)
 and the skipped-step counter. `tf.train.CheckpointManager` keeps the last N checkpoints; TF
 writes each checkpoint to temporary files and renames them, then updates the index, so a run
-killed at any moment (even by SIGKILL) resumes from the last complete checkpoint.
+killed at any moment (even by SIGKILL) resumes from the last complete checkpoint. A checkpoint
+whose files were damaged later (truncated, overwritten) is skipped with a warning and the next
+older one restored; if none restores, `CheckpointError` names the folder.
 
 In a multi-worker job (`tf.distribute.MultiWorkerMirroredStrategy`) only the chief keeps
 checkpoints, following TensorFlow's documented pattern: every worker saves (saving may need the
@@ -17,11 +19,27 @@ deleted right away; every worker restores from `directory`, the chief's folder.
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
+import re
 import shutil
 import signal
 import tempfile
 
 import tensorflow as tf
+
+log = logging.getLogger(__name__)
+
+
+def _one_line(error: BaseException) -> str:
+    """The first line of an error's message (TensorFlow's carry op context below it)."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    text = re.sub(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\]$", "", text)
+    return f"{type(error).__name__}: {text}"
+
+
+class CheckpointError(RuntimeError):
+    """Checkpoints exist but none restores (the run cannot resume)."""
 
 
 class CheckpointState:
@@ -47,21 +65,57 @@ class CheckpointState:
                                                   max_to_keep=max_to_keep)
 
     def restore_latest(self) -> str | None:
-        """Restores the latest checkpoint if there is one; returns its path (or None)."""
-        path = self.manager.latest_checkpoint
-        if path:
-            saved = {key.split("/")[0]
-                     for key in tf.train.load_checkpoint(path).get_variable_to_shape_map()}
-            absent = [name for name in self.optional if name not in saved]
-            checkpoint = self.checkpoint if not absent else tf.train.Checkpoint(
-                **{k: v for k, v in self.trackables.items() if k not in absent})
-            checkpoint.restore(path).assert_existing_objects_matched()
-        return path
+        """Restores the newest checkpoint that restores; returns its path (None if none kept).
+
+        A checkpoint that fails to read (truncated or corrupt files) is skipped with a warning
+        naming it and the reason, and the next older one is tried; ValueError naming the
+        folder if checkpoints exist but none restores.
+        """
+        paths = list(reversed(self.manager.checkpoints))
+        if not paths:
+            return None
+        failures = []
+        for path in paths:
+            try:
+                self._restore(path)
+            except (tf.errors.OpError, ValueError, IndexError, AssertionError) as e:
+                reason = _one_line(e)
+                log.warning("skipping checkpoint %s: it does not restore (%s)", path, reason)
+                failures.append(f"{os.path.basename(path)}: {reason}")
+                continue
+            return path
+        raise CheckpointError(f"no checkpoint in {self.manager.directory} restores "
+                         f"({'; '.join(failures)}); delete that folder to start the run over, "
+                         "or use another --out_dir")
+
+    def _restore(self, path: str) -> None:
+        saved = {key.split("/")[0]
+                 for key in tf.train.load_checkpoint(path).get_variable_to_shape_map()}
+        absent = [name for name in self.optional if name not in saved]
+        checkpoint = self.checkpoint if not absent else tf.train.Checkpoint(
+            **{k: v for k, v in self.trackables.items() if k not in absent})
+        checkpoint.restore(path).assert_existing_objects_matched()
 
     def save(self, step: int) -> str | None:
-        """Writes checkpoint `step`; its path, or None on a non-chief worker (nothing kept)."""
+        """Writes checkpoint `step`; its path, or None on a non-chief worker (nothing kept).
+
+        A failed write (e.g. a full disk) removes what it left (`ckpt-N.*`, TensorFlow's
+        temporary `ckpt-N_temp`) and raises OSError naming the checkpoint and the cause.
+        """
         if self.chief:
-            return self.manager.save(checkpoint_number=int(step))
+            try:
+                return self.manager.save(checkpoint_number=int(step))
+            except (tf.errors.OpError, OSError) as e:
+                directory, prefix = self.manager.directory, f"ckpt-{int(step)}"
+                for name in os.listdir(directory) if os.path.isdir(directory) else ():
+                    if name.startswith(f"{prefix}.") or name.startswith(f"{prefix}_temp"):
+                        path = os.path.join(directory, name)
+                        if os.path.isdir(path):
+                            shutil.rmtree(path, ignore_errors=True)
+                        else:
+                            os.remove(path)
+                raise OSError(getattr(e, "errno", None), _one_line(e),
+                              os.path.join(directory, f"ckpt-{int(step)}")) from None
         scratch = tempfile.mkdtemp(prefix="blur_tf_worker_checkpoint_")
         try:
             tf.train.CheckpointManager(self.checkpoint, scratch, max_to_keep=1).save(

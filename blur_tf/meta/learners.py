@@ -7,9 +7,9 @@ the population (row g of each [G, …] variable) is an independent optimization:
 * a genome whose loss or gradient is non-finite is *skipped*: its parameters and moments are
   left untouched (`tf.where` on a per-row mask), and the skip is reported;
 * so is a genome whose update would make any of its values non-finite or larger in magnitude
-  than `max_abs_value` (default 100: learned genomes stay within a few units; a blown-up
-  learning rate makes the first Adam step about as large as the learning rate itself, and a
-  genome at ±1e6 only ever produces non-finite losses afterwards);
+  than `max_abs_value` (default `genome.MAX_ABS_VALUE`, 100: learned genomes stay within a
+  few units; a blown-up learning rate makes the first Adam step about as large as the
+  learning rate itself, and a genome at ±1e6 only ever produces non-finite losses afterwards);
 * `sync(best)` copies genome `best`'s parameters *and* optimizer moments to every row, which is
   the paper's synchronization of its parallel runs at curriculum stages.
 
@@ -20,6 +20,8 @@ Its state (moments and per-genome step counts) lives in `tf.Variable`s (`variabl
 from __future__ import annotations
 
 import tensorflow as tf
+
+from blur_tf.genome import MAX_ABS_VALUE
 
 
 def _row_mask(mask: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
@@ -45,7 +47,7 @@ class PopulationAdam(tf.Module):
 
     def __init__(self, params, learning_rate: float = 3e-3, beta_1: float = 0.9,
                  beta_2: float = 0.999, epsilon: float = 1e-8, clip_norm: float | None = 1.0,
-                 max_abs_value: float = 100.0, name: str = "population_adam"):
+                 max_abs_value: float = MAX_ABS_VALUE, name: str = "population_adam"):
         super().__init__(name=name)
         if not learning_rate > 0:
             raise ValueError(f"learning_rate must be > 0, got {learning_rate}")

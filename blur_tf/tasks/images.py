@@ -320,16 +320,20 @@ class ImageTask(base.Task):
             if bad:
                 raise ValueError(f"Task spec {self.spec!r}: classes {bad} do not exist; "
                                  f"{spec.name} has classes 0-{total - 1}.")
+            if len(requested) < 2:
+                raise ValueError(f"Task spec {self.spec!r}: classes={opts['classes']} is one "
+                                 "class; a classification task needs at least two.")
         loader = dict(tfds_manual_dir=tfds_manual_dir, data_dir=data_dir, download=download)
         train_images, train_labels = load_raw_pool(spec.name, self.split, **loader)
         eval_images, eval_labels = load_raw_pool(spec.name, self.eval_split, **loader)
         present = np.unique(train_labels)
-        if requested is None:
-            requested = tuple(int(c) for c in present)
+        if requested is None:  # the dataset's classes, not those a small split happens to hold
+            requested = tuple(range(total))
         absent = sorted(set(requested) - set(int(c) for c in present))
         if absent:
             raise ValueError(f"Task spec {self.spec!r}: classes {absent} have no examples in "
-                             f"split {self.split!r}.")
+                             f"split {self.split!r}; use a split that holds every class of the "
+                             "task, or classes= to choose the ones it holds.")
         self.classes = tuple(requested)
         self.num_classes = len(self.classes)
         height, width = train_images.shape[1:]
