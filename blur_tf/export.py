@@ -33,7 +33,11 @@ Decisions where the issue is silent:
 - Symmetric rules also store the backward variables (Wᵀ without the bias row, kept in sync), so
   every learner has the same variables as a `BlurDense` stack.
 - With normalization on, `predict` uses the statistics of the batch it is given (as
-  `BlurNetwork.predict`): predict with batches of ≳ 32.
+  `BlurNetwork.predict`): predict with batches of ≳ 32. A batch of exactly 1 example (whose
+  logits would be the same for every input) is refused by `learn` and `predict` under such
+  a rule (InvalidArgumentError, `ONE_EXAMPLE_MESSAGE`); `BlurModel` warns in that case.
+- `y` is int32 by signature: TensorFlow's binding casts a numpy float array to it before the
+  learner sees it (0.6 becomes 0), so give class ids as integers.
 """
 
 from __future__ import annotations
@@ -55,6 +59,9 @@ FORMAT_NAME = "blur_tf.learner"
 FORMAT_VERSION = 1
 ASSET_NAME = "genome.json"
 SIGNATURES = ("learn", "predict", "reset", "metadata", "serving_default")
+ONE_EXAMPLE_MESSAGE = ("a batch of 1 example: the rule normalizes over the batch, so one "
+                       "example gives the same logits for every input; give batches of >= 2 "
+                       "(>= 32 recommended)")
 
 
 class Learner(tf.Module):
@@ -85,6 +92,9 @@ class Learner(tf.Module):
             """Assertions every op of a call depends on, so a refused call changes nothing."""
             finite = [tf.debugging.assert_all_finite(
                 x, "inputs contain non-finite values (NaN or Inf)")]
+            if network.rule.normalize_forward:
+                finite.append(tf.debugging.assert_none_equal(
+                    tf.shape(x)[0], 1, message=ONE_EXAMPLE_MESSAGE))
             if y is None:
                 return finite
             return finite + [

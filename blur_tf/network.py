@@ -265,6 +265,52 @@ def _batch_errors():
         raise ValueError(match.group(1)) from None
 
 
+_NO_WEIGHTS = ("sample_weight and class_weight cannot apply: BLUR has no loss to weight "
+               "(each batch is one inner step of the rule); resample the data instead")
+
+
+def _refuse_weights(kwargs: dict, method: str) -> None:
+    given = [k for k in ("sample_weight", "class_weight") if kwargs.get(k) is not None]
+    if given:
+        raise ValueError(f"BlurModel.{method}: {_NO_WEIGHTS} (got {', '.join(given)})")
+
+
+def _model_inputs(x, n_in: int):
+    """BlurModel inputs as float32: integer and boolean inputs (e.g. uint8 pixels) are cast as
+    they are; ValueError for a dict or sequence of inputs or a non-numeric dtype."""
+    if isinstance(x, (dict, list, tuple)):
+        what = f"a dict with keys {sorted(x)}" if isinstance(x, dict) else f"a {type(x).__name__}"
+        raise ValueError(f"BlurModel inputs must be one tensor [N, {n_in}], got {what}")
+    x = tf.convert_to_tensor(x)
+    if not (x.dtype.is_floating or x.dtype.is_integer or x.dtype == tf.bool):
+        raise ValueError(f"BlurModel inputs must be numbers, got dtype {x.dtype.name}")
+    return tf.cast(x, tf.float32)
+
+
+def _unpack(data, n_in: int, method: str):
+    """(x float32, y int32) of a fit / evaluate batch; the label checks of `check_batch` that
+    concern types (integer class ids), in the graph for float labels."""
+    x, y, weights = keras.utils.unpack_x_y_sample_weight(data)
+    if weights is not None:
+        raise ValueError(f"BlurModel.{method}: {_NO_WEIGHTS}")
+    if y is None:
+        raise ValueError(f"BlurModel.{method} needs (x, y) batches of inputs and class ids; "
+                         "got inputs only")
+    x = _model_inputs(x, n_in)
+    if isinstance(y, (dict, list, tuple)):
+        raise ValueError(f"BlurModel labels must be one tensor [N] of class ids, got a "
+                         f"{type(y).__name__}")
+    y = tf.convert_to_tensor(y)
+    if y.dtype.is_floating:
+        whole = tf.debugging.Assert(tf.reduce_all(tf.equal(y, tf.round(y))), [
+            _BATCH_ERROR_PREFIX + "labels must be integer class ids"])
+        with tf.control_dependencies([whole]):
+            y = tf.identity(y)
+    elif not (y.dtype.is_integer or y.dtype == tf.bool):
+        raise ValueError(f"BlurModel labels must be integer class ids, got dtype {y.dtype.name}")
+    return x, tf.cast(y, tf.int32)
+
+
 @keras.saving.register_keras_serializable(package="blur_tf")
 class BlurModel(keras.Model):
     """A keras.Model of BlurDense layers that learns by BLUR inner steps.
@@ -278,10 +324,14 @@ class BlurModel(keras.Model):
 
     Bad input (decisions where Keras is silent): array inputs to `fit`, `evaluate` and
     `predict` are checked before any work (input width, finite values, labels in range;
-    ValueError naming the problem, synapses unchanged). Batches that arrive otherwise (a
+    ValueError naming the problem, synapses unchanged); integer inputs (e.g. uint8 pixels) are
+    cast to float32 as they are (scale them yourself). Batches that arrive otherwise (a
     `tf.data.Dataset`, a generator) are checked inside the compiled step, before the batch's
     update is applied (earlier batches stay applied), and the failure surfaces as the same
     one-line ValueError; under `jit_compile=True` XLA drops these in-graph value checks.
+    Labels are integer class ids on every path (float labels such as 0.6 are refused);
+    `sample_weight` / `class_weight` and a `compile` optimizer, loss or metrics are refused:
+    BLUR has no loss to weight or optimize.
     `predict` on an empty array returns an empty [0, classes] array; `predict`/`evaluate` on
     arrays warn when forward normalization meets a batch of fewer than MIN_NORMALIZED_BATCH
     examples (a batch of 1 gives the same output for every input).
@@ -335,16 +385,30 @@ class BlurModel(keras.Model):
             states = keras.KerasTensor(layer.compute_output_shape(states.shape))
         self.built = True
 
+    def compile(self, optimizer=None, loss=None, metrics=None, **kwargs):
+        """Keras `compile` without what cannot apply: a BlurModel learns by its rule (no loss,
+        no optimizer) and reports accuracy, so an optimizer, loss or metrics are refused
+        (ValueError); `run_eagerly`, `jit_compile`, `steps_per_execution` pass through."""
+        given = [name for name, value in (("optimizer", optimizer), ("loss", loss),
+                                          ("metrics", metrics),
+                                          ("loss_weights", kwargs.pop("loss_weights", None)),
+                                          ("weighted_metrics",
+                                           kwargs.pop("weighted_metrics", None)))
+                 if value is not None]
+        if given:
+            raise ValueError(f"BlurModel.compile: {', '.join(given)} cannot apply: a BlurModel "
+                             "learns by its rule (no loss, no optimizer) and reports accuracy")
+        super().compile(optimizer=None, **kwargs)
+
     def call(self, x):
-        states = tf.convert_to_tensor(x, tf.float32)
+        states = _model_inputs(x, self.layer_sizes[0])
         self._check_width(states)
         for layer in self.blur_layers:
             states = layer(states, genome=self.genome)
         return states[..., 0]
 
     def train_step(self, data):
-        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
-        x, y = self._checked_batch(_as_float(x), _as_labels(y))
+        x, y = self._checked_batch(*_unpack(data, self.layer_sizes[0], "fit"))
         synapses = [layer.channel_major_synapses() for layer in self.blur_layers]
         forwards = tuple(w for w, _ in synapses)
         backwards = () if self.rule.symmetric else tuple(v for _, v in synapses)
@@ -357,24 +421,26 @@ class BlurModel(keras.Model):
         return {"accuracy": self.accuracy_tracker.result()}
 
     def test_step(self, data):
-        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
-        x, y = self._checked_batch(_as_float(x), _as_labels(y))
+        x, y = self._checked_batch(*_unpack(data, self.layer_sizes[0], "evaluate"))
         self.accuracy_tracker.update_state(y, self(x))
         return {"accuracy": self.accuracy_tracker.result()}
 
     def predict_step(self, data):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        x, _ = self._checked_batch(_as_float(x))
+        x, _ = self._checked_batch(_model_inputs(x, self.layer_sizes[0]))
         return self(x)
 
     def fit(self, x=None, y=None, *args, **kwargs):
-        """Keras `fit`; array inputs are validated first (ValueError, nothing changed)."""
+        """Keras `fit`; array inputs are validated first (ValueError, nothing changed), and
+        `sample_weight` / `class_weight` are refused (BLUR has no loss to weight)."""
+        _refuse_weights(kwargs, "fit")
         self._validate(x, y)
         with _batch_errors():
             return super().fit(x, y, *args, **kwargs)
 
     def evaluate(self, x=None, y=None, batch_size=None, *args, **kwargs):
         """Keras `evaluate` (accuracy); inputs checked as in `fit`, small batches warned of."""
+        _refuse_weights(kwargs, "evaluate")
         self._validate(x, y, batch_size, "evaluate")
         with _batch_errors():
             return super().evaluate(x, y, batch_size, *args, **kwargs)
@@ -395,7 +461,9 @@ class BlurModel(keras.Model):
                              or hasattr(x, "__array__")):
             return None
         x = np.asarray(x)
-        if x.dtype == np.float64:
+        if x.dtype.kind not in "fiub":
+            raise ValueError(f"BlurModel inputs must be numbers, got dtype {x.dtype}")
+        if x.dtype != np.float32:  # integers (e.g. uint8 pixels) as they are: scale them first
             x = x.astype(np.float32)
         check_batch(self.layer_sizes, x, None if y is None else np.asarray(y))
         self._check_width(x)
@@ -422,6 +490,9 @@ class BlurModel(keras.Model):
     def _checked_batch(self, x, y=None):
         """(x, y) of a compiled step with the batch checks attached (finite inputs, labels in
         range), so no update of a bad batch is applied; shapes are checked while tracing."""
+        if y is not None and x.shape.rank == 1 and y.shape.rank == 2:
+            raise ValueError(f"BlurModel batches are (x, y): got x of shape {list(x.shape)} and "
+                             f"y of shape {list(y.shape)}; are x and y swapped?")
         self._check_width(x)
         if y is not None and y.shape.rank not in (None, 1):
             raise ValueError(f"labels must have shape [N] (class ids), got {list(y.shape)}")

@@ -164,6 +164,32 @@ API_CASES = [
     ("predict, tf.data wrong width", lambda m: m.predict(_batches(X[:, :1]), verbose=0),
      "input width 2"),
     ("fit wrong label shape", lambda m: m.fit(X, Y[:, None], verbose=0), "labels must have"),
+    # the same label check on every path (arrays refuse 0.6 before any work)
+    ("fit, tf.data float labels", lambda m: m.fit(_batches(X, Y + 0.6), verbose=0),
+     "labels must be integer class ids"),
+    ("fit float labels", lambda m: m.fit(X, Y + 0.6, verbose=0),
+     "labels must be integer class ids"),
+    # BLUR has no loss to weight, nothing to optimize
+    ("fit sample_weight", lambda m: m.fit(X, Y, sample_weight=np.ones(64), verbose=0),
+     "sample_weight and class_weight cannot apply: BLUR has no loss to weight"),
+    ("fit class_weight", lambda m: m.fit(X, Y, class_weight={0: 1.0, 1: 2.0}, verbose=0),
+     "BLUR has no loss to weight (each batch is one inner step of the rule)"),
+    ("fit, tf.data with weights", lambda m: m.fit(tf.data.Dataset.from_tensor_slices(
+        (X, Y, np.ones(64, np.float32))).batch(32), verbose=0), "BLUR has no loss to weight"),
+    ("evaluate sample_weight", lambda m: m.evaluate(X, Y, sample_weight=np.ones(64),
+                                                   verbose=0), "BLUR has no loss to weight"),
+    ("compile optimizer and loss", lambda m: m.compile(optimizer="adam", loss="mse"),
+     "BlurModel.compile: optimizer, loss cannot apply: a BlurModel learns by its rule"),
+    # datasets of the wrong structure
+    ("fit, tf.data of x only", lambda m: m.fit(_batches(X), verbose=0),
+     "BlurModel.fit needs (x, y) batches of inputs and class ids; got inputs only"),
+    ("fit, tf.data of dicts", lambda m: m.fit(tf.data.Dataset.from_tensor_slices(
+        ({"pixels": X}, Y)).batch(32), verbose=0),
+     "BlurModel inputs must be one tensor [N, 2], got a dict with keys ['pixels']"),
+    ("fit, tf.data (y, x)", lambda m: m.fit(_batches(Y, X), verbose=0),
+     "are x and y swapped?"),
+    ("predict strings", lambda m: m.predict(np.array([["a", "b"]] * 4), verbose=0),
+     "BlurModel inputs must be numbers"),
 ]
 
 
@@ -177,6 +203,38 @@ def test_model_rejects_bad_input_in_one_line(call, message):
     assert message in str(info.value) and "\n" not in str(info.value), str(info.value)
     for b, w in zip(before, model.weights):
         np.testing.assert_array_equal(w.numpy(), b)  # no update applied
+
+
+def test_model_takes_integer_inputs_as_their_float_values():
+    pixels = (np.abs(X) * 100).astype(np.uint8)
+    as_float = pixels.astype(np.float32)
+    models = [BlurModel([2, 8, 2], Genome.random(2, seed=0), Rule(), seed=0) for _ in range(2)]
+    models[0].fit(pixels, Y, batch_size=32, shuffle=False, verbose=0)
+    models[1].fit(as_float, Y, batch_size=32, shuffle=False, verbose=0)
+    for a, b in zip(*[m.weights for m in models]):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    np.testing.assert_array_equal(models[0].predict(pixels.astype(np.int32), verbose=0),
+                                  models[1].predict(as_float, verbose=0))
+    np.testing.assert_array_equal(models[0](pixels).numpy(), models[1](as_float).numpy())
+
+
+def test_exported_learner_refuses_a_batch_of_one(tmp_path):
+    from blur_tf.export import ONE_EXAMPLE_MESSAGE, export_learner  # pylint: disable=g-import-not-at-top
+    export_learner(Genome.random(2, seed=0), str(tmp_path / "l"), layer_sizes=[2, 8, 2],
+                   rule=Rule())
+    learner = tf.saved_model.load(str(tmp_path / "l"))
+    before = [v.numpy() for v in learner.forward_synapses]
+    for call in (lambda: learner.predict(X[:1]), lambda: learner.learn(X[:1], Y[:1])):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="a batch of 1 example"):
+            call()
+    assert "same logits for every input" in ONE_EXAMPLE_MESSAGE
+    for b, v in zip(before, learner.forward_synapses):
+        np.testing.assert_array_equal(v.numpy(), b)
+    assert learner.predict(X[:2])["logits"].shape == (2, 2)  # two examples differ again
+    export_learner(Genome.backprop(0.1), str(tmp_path / "b"), layer_sizes=[2, 8, 2],
+                   rule=Rule.backprop())  # no normalization: one example is fine
+    plain = tf.saved_model.load(str(tmp_path / "b"))
+    assert plain.predict(X[:1])["logits"].shape == (1, 2)
 
 
 def test_model_predict_empty_and_small_batches():
@@ -341,11 +399,12 @@ def test_a_second_run_on_one_out_dir_is_refused_at_once(launcher, argv, tmp_path
         code = _main(launcher, [f"--out_dir={out}", *argv])
         err = capsys.readouterr().err.strip()
         assert time.monotonic() - start < 15
+        assert sorted(os.listdir(out)) == [".lock"]  # nothing of the second run written
     name = launcher.__name__.rsplit(".", 1)[-1]
     assert code == 2 and len(err.splitlines()) == 1, err
     assert err == (f"{name}: error: {out} is in use by another run (process {os.getpid()}); "
                    "wait for it to end or use another --out_dir"), err
-    assert sorted(os.listdir(out)) == [".lock"]  # nothing of the second run written
+    assert not out.exists()  # the first run wrote nothing either: no folder left behind
 
 
 def test_the_out_dir_lock_is_released_by_a_crash(tmp_path):
@@ -454,3 +513,18 @@ def test_genome_files_beyond_what_a_genome_holds_are_refused(change, message, tm
     with pytest.raises(ValueError) as info:
         Genome.load(str(path))
     assert message in str(info.value) and str(path) in str(info.value), str(info.value)
+
+
+# ----------------------------------------------------------------------------- start-up
+def test_a_launcher_error_is_one_line_from_a_fresh_process(folders):
+    import subprocess  # pylint: disable=g-import-not-at-top
+    import sys  # pylint: disable=g-import-not-at-top
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run(
+        [sys.executable, "-m", "launchers.cma_train", f"--out_dir={folders['file']}/x"],
+        cwd=repo, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [  # no TensorFlow start-up logging before it
+        f"cma_train: error: --out_dir: cannot write {folders['file']}/x: {folders['file']} "
+        "is not a writable folder"], result.stderr
