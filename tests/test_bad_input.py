@@ -26,6 +26,7 @@ from blur_tf.meta.trainer import MetaTrainingDiverged
 from blur_tf.tasks import get_task
 from blur_tf.tasks import images as images_lib
 from launchers import benchmark, cma_train, evaluate, export, meta_train
+from launchers import main as main_job
 from tests.test_meta import _trainer
 from tests.test_model import xor_data
 
@@ -38,7 +39,7 @@ META_ARGS = ["--tasks=toy.and", "--layer_sizes=8", "--meta_batch=2", "--batch_si
 def _main(launcher, argv):
     """Runs `launcher.main` on flags `argv` in this process; returns its exit status."""
     name = launcher.__name__.rsplit(".", 1)[-1]
-    if launcher in (meta_train, cma_train):  # their flags live on the global FLAGS
+    if launcher in (meta_train, cma_train, main_job):  # their flags live on the global FLAGS
         fv = flags.FLAGS
         call = lambda: launcher.main([name])
     else:
@@ -528,3 +529,23 @@ def test_a_launcher_error_is_one_line_from_a_fresh_process(folders):
     assert result.stderr.splitlines() == [  # no TensorFlow start-up logging before it
         f"cma_train: error: --out_dir: cannot write {folders['file']}/x: {folders['file']} "
         "is not a writable folder"], result.stderr
+
+
+# ----------------------------------------------------------------------------- the main job
+def test_main_job_headline_is_the_spread_over_its_seeds(tmp_path, capsys):
+    out = tmp_path / "toy"
+    args = [f"--out_dir={out}", *META_ARGS, "--meta_steps=1", "--print_table=true",
+            "--validation_tasks=toy.xor", "--seeds=3"]  # one seed: meta-training is slow
+    flags.FLAGS(["main", *args])
+    try:
+        main_job.main(["main"])
+    finally:
+        flags.FLAGS.unparse_flags()
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    summary = json.loads((out / "seed3" / "summary.json").read_text())
+    assert json.loads((out / "seed3" / "flags.json").read_text())["flags"]["seed"] == 3
+    mean = np.mean([row["learned"] for row in summary["table"]["accuracy"].values()])
+    assert last == (f"held-out mean of the learned genome over 1 meta-training seed(s): "
+                    f"{mean:.3f} (min {mean:.3f}, max {mean:.3f}; seed 3: {mean:.3f})"), last
+    assert _main(main_job, [f"--out_dir={out}", "--seeds=1,1"]) == 2
+    assert "--seeds must be distinct integers >= 0" in capsys.readouterr().err
