@@ -110,7 +110,29 @@ def check_config(values: Mapping) -> Config:
         schedule = parse_schedule(values["unroll"], seed=values["seed"])
     except ValueError as e:
         raise ValueError(f"--unroll: {e}") from None
+    _check_memory(values, hidden, rule.num_states)
     return Config(rule, schedule, hidden, tasks, validation, test)
+
+
+def _check_memory(values: Mapping, hidden, num_states: int) -> None:
+    """ValueError if one inner step of the batch cannot fit in this machine's memory.
+
+    A lower bound, so no run that fits is refused: every network of a step holds at least its
+    hidden states, batch × Σ hidden sizes × K float32 values (inputs, outputs, the tape of
+    the unroll and the synapses come on top).
+    """
+    networks = values["population"] * values.get("meta_batch", values.get("networks", 1))
+    batch = max(values["batch_size"], values["eval_batch_size"] or 0)
+    needed = 4 * batch * sum(hidden) * num_states * networks
+    try:
+        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return
+    if needed > available:
+        raise ValueError(f"--batch_size={values['batch_size']}: one inner step needs at least "
+                         f"{needed / 2**30:.1f} GiB of hidden states ({networks} networks), "
+                         f"more than this machine's {available / 2**30:.1f} GiB; use a smaller "
+                         "batch")
 
 
 def make_strategy(values: Mapping, meta_batch: int | None = None):

@@ -53,6 +53,20 @@ def exit_with_error(program: str, message, status: int = 2):
     sys.exit(status)
 
 
+def flag_parser(program: str):
+    """`app.run(main, flags_parser=flag_parser(PROGRAM))`: a value absl itself refuses while
+    parsing (a bound, a type, an unknown flag) is the same one line and status 2 as every other
+    bad flag (absl would print two lines and exit 1)."""
+    from absl import flags  # pylint: disable=g-import-not-at-top
+
+    def parse(argv):
+        try:
+            return flags.FLAGS(argv)
+        except flags.Error as e:
+            exit_with_error(program, e)
+    return parse
+
+
 def write_error_line(error: OSError) -> str:
     """One line for a failed write: the path and the cause."""
     if error.filename:

@@ -21,7 +21,7 @@ import tensorflow as tf
 from absl import app, flags
 
 from blur_tf import BlurNetwork, Genome, Rule
-from launchers import parse_ints, settings_or_exit
+from launchers import flag_parser, parse_ints, settings_or_exit
 
 MIN_NETWORK_SIZES = 2  # input and output
 
@@ -181,4 +181,4 @@ def main(argv, fv: flags.FlagValues | None = None):
 
 if __name__ == "__main__":
     define_flags(flags.FLAGS)
-    app.run(main)
+    app.run(main, flags_parser=flag_parser("benchmark"))

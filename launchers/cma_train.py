@@ -34,7 +34,7 @@ from __future__ import annotations
 from absl import app, flags
 
 from blur_tf import config, training
-from launchers import exit_with_error, training_flags
+from launchers import exit_with_error, flag_parser, training_flags
 
 FLAGS = flags.FLAGS
 flags.adopt_module_key_flags(training_flags)
@@ -89,4 +89,4 @@ def main(argv):
 
 if __name__ == "__main__":
     FLAGS.set_default("population", 16)  # meta_train's default (1 genome) is no CMA-ES population
-    app.run(main)
+    app.run(main, flags_parser=flag_parser("cma_train"))

@@ -32,7 +32,8 @@ from absl import app, flags, logging
 
 from blur_tf import baselines, evaluation
 from blur_tf.files import check_output_folder, write_json_atomic
-from launchers import exit_with_error, parse_ints, settings_or_exit, write_error_line
+from launchers import (exit_with_error, flag_parser, parse_ints, settings_or_exit,
+                       write_error_line)
 
 DEFAULT_STEPS = (1, 5, 10, 20, 50, 100, 200)
 
@@ -250,4 +251,4 @@ def main(argv, fv: flags.FlagValues | None = None):
 
 if __name__ == "__main__":
     define_flags(flags.FLAGS)
-    app.run(main)
+    app.run(main, flags_parser=flag_parser("evaluate"))

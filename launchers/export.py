@@ -31,7 +31,7 @@ from blur_tf import baselines, evaluation
 from blur_tf.export import export_learner
 from blur_tf.files import check_output_directory
 from blur_tf.genome import Genome
-from launchers import settings_or_exit
+from launchers import flag_parser, settings_or_exit
 
 
 def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
@@ -220,4 +220,4 @@ def main(argv, fv: flags.FlagValues | None = None):
 
 if __name__ == "__main__":
     define_flags(flags.FLAGS)
-    app.run(main)
+    app.run(main, flags_parser=flag_parser("export"))

@@ -23,7 +23,7 @@ import numpy as np
 from absl import app, flags
 
 from blur_tf import training
-from launchers import exit_with_error, parse_ints, training_flags
+from launchers import exit_with_error, flag_parser, parse_ints, training_flags
 
 CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "toy2d.cfg")
 DEFAULT_OUT_DIR = "runs/toy2d"
@@ -68,4 +68,4 @@ def main(argv):
 
 if __name__ == "__main__":
     app.run(main, argv=[sys.argv[0], f"--flagfile={CONFIG}", f"--out_dir={DEFAULT_OUT_DIR}",
-                        *sys.argv[1:]])
+                        *sys.argv[1:]], flags_parser=flag_parser("main"))

@@ -45,7 +45,7 @@ import time
 import numpy as np
 from absl import app, flags
 
-from launchers import exit_with_error, parse_ints
+from launchers import exit_with_error, flag_parser, parse_ints
 
 ESTIMATORS = ("full", "segmented")
 DEFAULT_TASKS = ("mnist:crop=20,size=10;mnist:crop=20,size=10,classes=0-4;"
@@ -292,4 +292,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    app.run(main, flags_parser=flag_parser("meta_benchmark"))

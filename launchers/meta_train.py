@@ -30,7 +30,7 @@ from __future__ import annotations
 from absl import app, flags
 
 from blur_tf import training
-from launchers import training_flags
+from launchers import flag_parser, training_flags
 
 flags.adopt_module_key_flags(training_flags)
 NAMES, RESUMABLE = training_flags.GRADIENT_NAMES, training_flags.GRADIENT_RESUMABLE
@@ -57,4 +57,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=flag_parser("meta_train"))

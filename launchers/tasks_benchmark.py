@@ -17,6 +17,8 @@ import time
 from absl import app
 from absl import flags
 
+from launchers import flag_parser
+
 _MANUAL_DIR = flags.DEFINE_string(
     "tfds_manual_dir", None,
     "Folder with <builder>/<original files>; default env BLUR_TFDS_MANUAL_DIR, else "
@@ -77,4 +79,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=flag_parser("tasks_benchmark"))

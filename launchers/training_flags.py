@@ -38,9 +38,11 @@ SHARED.define(flags.DEFINE_integer, "population", 1, "G, genomes meta-trained si
               "(CMA-ES: λ, candidates per generation).", lower_bound=1)
 SHARED.define(flags.DEFINE_string, "unroll", "constant:10", "Unroll schedule: constant:T or "
               "curriculum:START,INCREMENT,EVERY,MAX, optionally ',jitter=F'.")
-SHARED.define(flags.DEFINE_integer, "batch_size", 64, "Examples per inner step.", lower_bound=2)
+SHARED.define(flags.DEFINE_integer, "batch_size", 64, "Examples per inner step.", lower_bound=2,
+              upper_bound=2**31 - 1)
 SHARED.define(flags.DEFINE_integer, "eval_batch_size", None, "Held-out examples per network "
-              "for the meta-loss or fitness (default: batch_size).", lower_bound=2)
+              "for the meta-loss or fitness (default: batch_size).", lower_bound=2,
+              upper_bound=2**31 - 1)
 SHARED.define(flags.DEFINE_float, "transform_std", 0.5, "Std of the random initial genome's "
               "transforms.")
 SHARED.define(flags.DEFINE_float, "synapse_update", 0.05, "Initial genome synapse update gate.")

@@ -15,7 +15,7 @@ from absl import app, flags
 
 from blur_tf import plotting
 from blur_tf.meta.run_history import read_scalars
-from launchers import exit_with_error
+from launchers import exit_with_error, flag_parser
 
 flags.DEFINE_multi_string("runs", [], "Run folders (out_dir of meta_train / cma_train); "
                           "'A+B' chains two stages into one curve.")
@@ -68,4 +68,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=flag_parser("validation_report"))

@@ -102,6 +102,14 @@ LAUNCHER_CASES = [
      "--out_dir: cannot write {file}/x"),
     (export, ["--genome=backprop", "--task=toy.xor", "--layer_sizes=8",
               "--out_dir={file}/x"], 2, "{file} is not a writable folder"),
+    # a batch beyond memory: refused before any work (not a std::bad_alloc abort later)
+    (meta_train, ["--out_dir={tmp}/out", "--tasks=toy.and", "--batch_size=999999999",
+                  "--deterministic=false"], 2,
+     "--batch_size=999999999: one inner step needs at least"),
+    (cma_train, ["--out_dir={tmp}/out", "--tasks=toy.and", "--fields=saturation",
+                 "--population=4", "--deterministic=false"], 2,
+     "--fields: the rule does not read saturation (every candidate would get the same "
+     "fitness)"),
 ]
 
 
@@ -119,6 +127,23 @@ def test_launcher_rejects_bad_input_in_one_line(launcher, argv, status, message,
     assert not os.path.exists(os.path.join(folders["tmp"], "out"))  # nothing written
     assert not os.path.exists(os.path.join(folders["data"], "mnist"))  # nothing prepared
     assert time.monotonic() - start < 30
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--batch_size=1"], "flag --batch_size=1: 1 is not an integer in the range [2, "),
+    (["--batch_size=99999999999"], "99999999999 is not an integer in the range [2, 2147483647]"),
+    (["--no_such_flag=3"], "Unknown command line flag 'no_such_flag'"),
+])
+def test_flags_absl_refuses_follow_the_launchers_convention(argv, message, capsys):
+    from launchers import flag_parser  # pylint: disable=g-import-not-at-top
+    try:
+        with pytest.raises(SystemExit) as info:
+            flag_parser("meta_train")(["meta_train", *argv])
+    finally:
+        flags.FLAGS.unparse_flags()
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 2 and len(err.splitlines()) == 1, err  # absl: 2 lines, status 1
+    assert err.startswith("meta_train: error: ") and message in err, err
 
 
 def test_benchmark_takes_its_documented_layer_format(capsys):
