@@ -169,7 +169,8 @@ def export_learner(source: Genome | BlurModel, path: str, *,
         recorded (default `model.seed`).
       metadata: the genome's metadata (e.g. from `Genome.load_with_metadata`), carried along.
 
-    Returns the absolute path. ValueError naming the problem before any work on bad input.
+    Returns the absolute path. ValueError naming the problem before any work on bad input;
+    OSError naming `path` and the cause if the write fails (nothing is left behind).
     """
     if isinstance(source, BlurModel):
         if layer_sizes is not None or rule is not None:
@@ -215,7 +216,10 @@ def export_learner(source: Genome | BlurModel, path: str, *,
             learner.genome_asset = tf.saved_model.Asset(asset)
             tf.saved_model.save(learner, folder, signatures=learner.signatures())
 
-    write_directory_atomic(path, write, overwrite)
+    try:
+        write_directory_atomic(path, write, overwrite)
+    except tf.errors.OpError as e:  # e.g. a full disk: nothing was left behind
+        raise OSError(None, e.message.strip().splitlines()[0], path) from None
     return path
 
 

@@ -31,7 +31,7 @@ from blur_tf import baselines, evaluation
 from blur_tf.export import export_learner
 from blur_tf.files import check_output_directory
 from blur_tf.genome import Genome
-from launchers import flag_parser, settings_or_exit
+from launchers import exit_with_error, flag_parser, settings_or_exit, write_error_line
 
 
 def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
@@ -213,8 +213,17 @@ def format_timing(timing: dict, settings: Settings) -> str:
 
 
 def main(argv, fv: flags.FlagValues | None = None):
-    """Bad flags: one line on stderr (no flag help), exit status 2, before any work."""
-    run(settings_or_exit("export", argv, settings_from_flags, fv or flags.FLAGS))
+    """Bad flags: one line on stderr (no flag help), exit status 2, before any work; the
+    launchers' convention after that (launchers/__init__.py): 2 when the command cannot run
+    as given (e.g. a dataset not available), 1 when a write failed. The folder is written
+    atomically, so a failed or concurrent export never leaves a mixed one."""
+    settings = settings_or_exit("export", argv, settings_from_flags, fv or flags.FLAGS)
+    try:
+        run(settings)
+    except ValueError as e:
+        exit_with_error("export", e)
+    except OSError as e:
+        exit_with_error("export", write_error_line(e), status=1)
     return 0
 
 

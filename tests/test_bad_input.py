@@ -520,6 +520,15 @@ def test_meta_train_on_a_full_disk_exits_1_in_one_line(tmp_path, capsys):
     assert not [n for n in os.listdir(out / "ckpt") if n.startswith("ckpt-")]
 
 
+def test_export_on_a_full_disk_exits_1_in_one_line_and_leaves_nothing(tmp_path, capsys):
+    with _small_file_limit(4096):
+        code = _main(export, ["--genome=backprop", "--task=toy.xor", "--layer_sizes=8",
+                              f"--out_dir={tmp_path}/learner"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and err[-1].startswith(f"export: error: cannot write {tmp_path}/learner: ")
+    assert os.listdir(tmp_path) == []  # no temporary folder, no half-written learner
+
+
 # ----------------------------------------------------------------------------- genome files
 @pytest.mark.parametrize("change, message", [
     ({"synapse_update": [1e39]}, "'synapse_update' holds 1e+39, beyond ±100"),
