@@ -468,6 +468,10 @@ def test_a_damaged_checkpoint_falls_back_to_the_newest_that_restores(tmp_path, c
     skipped = [r.getMessage() for r in caplog.records if "skipping checkpoint" in r.getMessage()]
     assert [m.split(":")[0] for m in skipped] == [f"skipping checkpoint {tmp_path}/ckpt-3",
                                                   f"skipping checkpoint {tmp_path}/ckpt-2"]
+    (tmp_path / "checkpoint").write_text("not an index {")  # TensorFlow would list none
+    value.assign(-1.0)
+    assert CheckpointState(str(tmp_path), value=value).restore_latest().endswith("ckpt-1")
+    assert float(value.numpy()) == 1.0
     with open(tmp_path / "ckpt-1.index", "r+b") as f:
         f.truncate(5)
     with pytest.raises(CheckpointError) as info:

@@ -29,6 +29,7 @@ import tempfile
 import tensorflow as tf
 
 log = logging.getLogger(__name__)
+_CHECKPOINT_FILE = re.compile(r"^ckpt-(\d+)\.index$")  # CheckpointManager's names
 
 
 def _one_line(error: BaseException) -> str:
@@ -67,11 +68,12 @@ class CheckpointState:
     def restore_latest(self) -> str | None:
         """Restores the newest checkpoint that restores; returns its path (None if none kept).
 
+        Without a readable index file, the folder's `ckpt-N` files are tried, newest first.
         A checkpoint that fails to read (truncated or corrupt files) is skipped with a warning
-        naming it and the reason, and the next older one is tried; ValueError naming the
-        folder if checkpoints exist but none restores.
+        naming it and the reason, and the next older one is tried; `CheckpointError` naming
+        the folder if checkpoints exist but none restores.
         """
-        paths = list(reversed(self.manager.checkpoints))
+        paths = list(reversed(self.manager.checkpoints)) or self._found()
         if not paths:
             return None
         failures = []
@@ -87,6 +89,16 @@ class CheckpointState:
         raise CheckpointError(f"no checkpoint in {self.manager.directory} restores "
                          f"({'; '.join(failures)}); delete that folder to start the run over, "
                          "or use another --out_dir")
+
+    def _found(self) -> list[str]:
+        """Checkpoints in the folder, newest first, when its `checkpoint` index file is
+        missing or unreadable (TensorFlow then lists none)."""
+        directory = self.manager.directory
+        if not os.path.isdir(directory):
+            return []
+        steps = [int(m.group(1)) for name in os.listdir(directory)
+                 if (m := _CHECKPOINT_FILE.match(name))]
+        return [os.path.join(directory, f"ckpt-{step}") for step in sorted(steps, reverse=True)]
 
     def _restore(self, path: str) -> None:
         saved = {key.split("/")[0]
