@@ -4,7 +4,8 @@
 the problem). A run that writes into it holds `lock()` for its lifetime: a second process on
 the same folder is refused at once (ValueError naming the folder and the holder's process id).
 The lock is an exclusive `flock` on `path/.lock`, which the kernel releases on any exit of the
-holder (even SIGKILL), so a crashed run leaves nothing to clean up. A training run then:
+holder (even SIGKILL), so a crashed run leaves nothing to clean up; a run that ends removes
+the file. A training run then:
 
 * refuses to resume a folder whose recorded flags (`flags.json`) differ outside the flags a
   resumed run may change (`check_resume`; a flag absent from an older record counts as its
@@ -67,7 +68,8 @@ class RunDirectory:
     @contextlib.contextmanager
     def lock(self):
         """Holds the folder's lock (module doc) while the `with` body runs. The folder is
-        created if needed, and removed again if the body left nothing in it."""
+        created if needed, and removed again if the body left nothing in it; `.lock` is
+        removed on release (a killed holder leaves it, unlocked and harmless)."""
         created = not os.path.isdir(self.path)
         os.makedirs(self.path, exist_ok=True)
         lock_file = self.file(".lock")
@@ -88,8 +90,8 @@ class RunDirectory:
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
             yield self
         finally:
-            if created and os.listdir(self.path) == [".lock"]:
-                os.remove(lock_file)  # before releasing: see _same_file
+            os.remove(lock_file)  # before releasing it: see _same_file
+            if created and not os.listdir(self.path):
                 os.rmdir(self.path)
             os.close(fd)  # releases the lock
 
