@@ -121,16 +121,16 @@ def _check_memory(values: Mapping, hidden, num_states: int) -> None:
     hidden states, batch × Σ hidden sizes × K float32 values (inputs, outputs, the tape of
     the unroll and the synapses come on top).
     """
-    networks = values["population"] * values.get("meta_batch", values.get("networks", 1))
-    batch = max(values["batch_size"], values["eval_batch_size"] or 0)
+    networks = values.get("population", 1) * values.get("meta_batch", values.get("networks", 1))
+    batch = max(values.get("batch_size") or 0, values.get("eval_batch_size") or 0)
     needed = 4 * batch * sum(hidden) * num_states * networks
     try:
         available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError):
         return
     if needed > available:
-        raise ValueError(f"--batch_size={values['batch_size']}: one inner step needs at least "
-                         f"{needed / 2**30:.1f} GiB of hidden states ({networks} networks), "
+        raise ValueError(f"--batch_size={values.get('batch_size')}: one inner step needs at "
+                         f"least {needed / 2**30:.1f} GiB of hidden states ({networks} networks), "
                          f"more than this machine's {available / 2**30:.1f} GiB; use a smaller "
                          "batch")
 
