@@ -233,7 +233,7 @@ def plot(results: dict, path: str) -> None:
             for name, e in arms.items():
                 if e["meta_curve"]:
                     steps, scores = zip(*e["meta_curve"])
-                    ax.plot(steps, scores, label=name)
+                    ax.plot(steps, scores, marker="o", ms=3, label=name)
             plotting.accuracy_axes(ax, title, fontsize=8, xlabel="meta-step",
                                    legend={"fontsize": 6})
         elif kind == "curve":
