@@ -25,7 +25,7 @@ from blur_tf.meta.checkpoint import CheckpointState
 from blur_tf.meta.trainer import MetaTrainingDiverged
 from blur_tf.tasks import get_task
 from blur_tf.tasks import images as images_lib
-from launchers import benchmark, cma_train, evaluate, export, meta_train
+from launchers import benchmark, cma_train, evaluate, experiment, export, meta_train
 from tests.test_meta import _trainer
 from tests.test_model import xor_data
 
@@ -100,6 +100,9 @@ LAUNCHER_CASES = [
      "--out_dir: cannot write {file}/x"),
     (export, ["--genome=backprop", "--task=toy.xor", "--layer_sizes=8",
               "--out_dir={file}/x"], 2, "{file} is not a writable folder"),
+    (experiment, ["--spec={tmp}/none.cfg", "--out_dir={tmp}/out"], 2,
+     "--spec: no such file {tmp}/none.cfg"),
+    (experiment, ["--spec={file}", "--out_dir={tmp}/out"], 2, "not an INI spec"),
 ]
 
 

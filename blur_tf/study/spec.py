@@ -126,7 +126,7 @@ def parse_spec(path: str) -> Spec:
     try:
         parser.read(path)
     except configparser.Error as e:
-        raise ValueError(f"{path}: {e.message.splitlines()[0]}") from None
+        raise ValueError(f"{path}: not an INI spec: {e.message.splitlines()[0]}") from None
     if "experiment" not in parser:
         raise ValueError(f"{path}: needs an [experiment] section")
     head = parser["experiment"]
