@@ -35,9 +35,10 @@ import re
 import shlex
 
 from blur_tf.rule import Rule
+from blur_tf.study.measures import OPTIONS
 
 LAUNCHERS = ("meta_train", "cma_train")
-KINDS = ("accuracy", "asymmetry")
+KINDS = tuple(OPTIONS)  # the evaluation kinds of blur_tf.study.measures
 _NO_NAMES = tuple(f.name for f in dataclasses.fields(Rule) if f.name.startswith("no"))
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -68,6 +69,8 @@ class Evaluation:
 
 @dataclasses.dataclass(frozen=True)
 class Spec:
+    """A parsed spec: the table title, the figure's file name, the arms and evaluations."""
+
     title: str
     figure: str
     arms: tuple
