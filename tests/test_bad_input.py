@@ -25,7 +25,7 @@ from blur_tf.meta.checkpoint import CheckpointState
 from blur_tf.meta.trainer import MetaTrainingDiverged
 from blur_tf.tasks import get_task
 from blur_tf.tasks import images as images_lib
-from launchers import benchmark, cma_train, evaluate, export, meta_train
+from launchers import benchmark, cma_train, evaluate, experiment, export, meta_train
 from launchers import main as main_job
 from tests.test_meta import _trainer
 from tests.test_model import xor_data
@@ -110,6 +110,9 @@ LAUNCHER_CASES = [
                  "--population=4", "--deterministic=false"], 2,
      "--fields: the rule does not read saturation (every candidate would get the same "
      "fitness)"),
+    (experiment, ["--spec={tmp}/none.cfg", "--out_dir={tmp}/out"], 2,
+     "--spec: no such file {tmp}/none.cfg"),
+    (experiment, ["--spec={file}", "--out_dir={tmp}/out"], 2, "not an INI spec"),
 ]
 
 

@@ -1,0 +1,256 @@
+"""An experiment from its spec: run the arms, evaluate each genome, aggregate (launchers.experiment).
+
+`run_experiment(spec, out_dir, …)`:
+1. checks the spec's evaluations (options, defaults) before any work;
+2. runs the selected arms not done yet (`blur_tf.study.arms`: resumable, failures recorded);
+3. applies every evaluation to every arm it matches whose genome exists, caching the result in
+   OUT/arms/<arm>/eval_<evaluation>.json (reused while the options and genome.json are the
+   same);
+4. aggregates every arm of the spec found on disk (also those run elsewhere with --arms):
+   results.json, results.csv (one row per arm, one column per metric), results.md, <figure>.png
+   (meta-training validation score per meta-step, accuracy per inner step per task and
+   architecture, ln|J − Jᵀ| images) and TensorBoard scalars of the evaluations in
+   OUT/arms/<arm>/tb_eval: `tensorboard --logdir=OUT/arms` overlays every arm's curves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+
+import numpy as np
+
+from blur_tf import plotting, tables
+from blur_tf.files import atomic_write, write_json_atomic
+from blur_tf.study import arms as arms_lib
+from blur_tf.study import measures
+from blur_tf.study.spec import Spec
+
+
+def check_evaluations(spec: Spec) -> dict:
+    """{evaluation name: parsed options}; ValueError naming the section."""
+    return {e.name: measures.check_options(e.kind, dict(e.options), f"[evaluation {e.name}]")
+            for e in spec.evaluations}
+
+
+def select_arms(spec: Spec, names) -> list:
+    """The arms named in `names` (all if empty); ValueError for an unknown name."""
+    known = [a.name for a in spec.arms]
+    unknown = sorted(set(names or ()) - set(known))
+    if unknown:
+        raise ValueError(f"--arms: unknown arm(s) {unknown}; the spec has {known}")
+    return [a for a in spec.arms if not names or a.name in names]
+
+
+def run_experiment(spec: Spec, out_dir: str, tfds_manual_dir: str | None = None,
+                   parallel: int = 1, arm_names=(), retry_failed: bool = False,
+                   log=print) -> dict:
+    """Runs, evaluates and aggregates the experiment (module doc); returns results.json."""
+    options = check_evaluations(spec)
+    selected = select_arms(spec, arm_names)
+    arms_lib.run_arms(selected, out_dir, tfds_manual_dir, parallel, retry_failed, log)
+    data = {"tfds_manual_dir": tfds_manual_dir}
+    for arm in selected:
+        record = arms_lib.read_record(out_dir, arm.name)
+        if not record or record["status"] != "ok":
+            continue
+        for evaluation in spec.evaluations:
+            if evaluation.applies_to(arm.name):
+                _evaluate(arm.name, evaluation, options[evaluation.name], out_dir, data, log)
+    results = aggregate(spec, out_dir)
+    write_outputs(spec, results, out_dir)
+    return results
+
+
+def _genome_hash(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def _evaluate(arm: str, evaluation, options: dict, out_dir: str, data: dict, log) -> dict:
+    folder = arms_lib.arm_dir(out_dir, arm)
+    genome = os.path.join(folder, "genome.json")
+    path = os.path.join(folder, f"eval_{evaluation.name}.json")
+    key = {"kind": evaluation.kind, "options": options, "genome_sha256": _genome_hash(genome)}
+    try:
+        with open(path) as f:
+            cached = json.load(f)
+        if cached.get("key") == key:
+            return cached
+    except (OSError, ValueError):
+        pass
+    log(f"arm {arm}: evaluation {evaluation.name} ({evaluation.kind})")
+    result = measures.measure(evaluation.kind, options, genome,
+                              os.path.join(folder, f"eval_{evaluation.name}"), data)
+    entry = {"key": key, **result}
+    write_json_atomic(path, entry)
+    _write_eval_tensorboard(os.path.join(folder, "tb_eval"), evaluation.name, entry)
+    return entry
+
+
+def _write_eval_tensorboard(logdir: str, name: str, entry: dict) -> None:
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    writer = tf.summary.create_file_writer(logdir)
+    with writer.as_default():
+        for panel, curve in entry.get("curves", {}).items():
+            for step, (mean, _) in curve.items():
+                tf.summary.scalar(f"{name}/{panel}/accuracy", mean, step=int(step))
+        if "curves" not in entry:
+            for metric, value in entry["metrics"].items():
+                tf.summary.scalar(f"{name}/{metric}", value, step=0)
+    writer.close()
+
+
+def meta_curve(folder: str) -> list:
+    """[(meta-step, validation score)] of an arm's TensorBoard events (empty if none)."""
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    tb = os.path.join(folder, "tb")
+    points = {}
+    if not os.path.isdir(tb):
+        return []
+    for name in sorted(os.listdir(tb)):
+        if "tfevents" not in name:
+            continue
+        for event in tf.compat.v1.train.summary_iterator(os.path.join(tb, name)):
+            for value in event.summary.value:
+                if value.tag == "validation/score":
+                    points[int(event.step)] = float(tf.make_ndarray(value.tensor))
+    return sorted(points.items())
+
+
+def _summary_metrics(folder: str) -> dict:
+    try:
+        with open(os.path.join(folder, "summary.json")) as f:
+            summary = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    accuracy = summary.get("validation", {}).get("accuracy") or {}
+    metrics = {"validation_score": (float(np.mean(list(accuracy.values())))
+                                    if accuracy else None)}
+    for key in ("meta_steps", "generations", "meta_steps_per_second", "generations_per_second"):
+        if summary.get(key) is not None:
+            metrics[key] = summary[key]
+    return metrics
+
+
+def aggregate(spec: Spec, out_dir: str) -> dict:
+    """results.json: every arm of the spec with its status, wall time and metrics."""
+    rows = {}
+    for arm in spec.arms:
+        folder = arms_lib.arm_dir(out_dir, arm.name)
+        record = arms_lib.read_record(out_dir, arm.name)
+        entry = {"status": record["status"] if record else "missing",
+                 "error": record.get("error") if record else None,
+                 "wall_seconds": round(record["wall_seconds"], 1) if record else None,
+                 "command": record["command"] if record else None, "metrics": {},
+                 "curves": {}, "meta_curve": meta_curve(folder)}
+        entry["metrics"].update(_summary_metrics(folder))
+        for evaluation in spec.evaluations:
+            path = os.path.join(folder, f"eval_{evaluation.name}.json")
+            if not (record and record["status"] == "ok" and evaluation.applies_to(arm.name)
+                    and os.path.exists(path)):
+                continue
+            with open(path) as f:
+                result = json.load(f)
+            entry["metrics"].update({f"{evaluation.name}:{k}": v
+                                     for k, v in result["metrics"].items()})
+            entry["curves"].update({f"{evaluation.name}:{k}": v
+                                    for k, v in result.get("curves", {}).items()})
+            if "jacobian" in result:
+                entry.setdefault("jacobians", {})[evaluation.name] = result["jacobian"]
+        rows[arm.name] = entry
+    return {"title": spec.title, "arms": rows}
+
+
+def _metric_columns(results: dict) -> list[str]:
+    columns = []
+    for entry in results["arms"].values():
+        columns += [k for k in entry["metrics"] if k not in columns]
+    return columns
+
+
+def _cell(value) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return ""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def markdown_table(results: dict) -> str:
+    """One row per arm: status, wall time, the meta-training metrics and, for accuracy curves,
+    the last horizon of each panel (results.csv holds every metric)."""
+    columns = [c for c in _metric_columns(results)
+               if "@" not in c or c == _last_horizon(results, c)]
+    header = ["arm", "status", "wall s", *columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, entry in results["arms"].items():
+        status = entry["status"] + (f": {entry['error']}" if entry["error"] else "")
+        cells = [name, status.replace("|", "/"), _cell(entry["wall_seconds"]),
+                 *[_cell(entry["metrics"].get(c)) for c in columns]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join([f"# {results['title']}", "", *lines, ""])
+
+
+def _last_horizon(results: dict, column: str) -> str:
+    panel = column.rsplit("@", 1)[0]
+    steps = [int(c.rsplit("@", 1)[1]) for c in _metric_columns(results)
+             if c.rsplit("@", 1)[0] == panel and "@" in c]
+    return f"{panel}@{max(steps)}"
+
+
+def write_outputs(spec: Spec, results: dict, out_dir: str) -> None:
+    """results.json, results.csv, results.md and <figure>.png (module doc)."""
+    write_json_atomic(os.path.join(out_dir, "results.json"), results)
+    columns = _metric_columns(results)
+    tables.write_csv_atomic(os.path.join(out_dir, "results.csv"), [
+        {"arm": name, "status": e["status"], "wall_seconds": e["wall_seconds"],
+         **{c: e["metrics"].get(c) for c in columns}} for name, e in results["arms"].items()])
+    atomic_write(os.path.join(out_dir, "results.md"), lambda f: f.write(markdown_table(results)))
+    plot(results, os.path.join(out_dir, f"{spec.figure}.png"))
+
+
+def plot(results: dict, path: str) -> None:
+    """The experiment's figure (module doc); nothing is written when there is nothing to plot."""
+    arms = results["arms"]
+    panels = []
+    if any(e["meta_curve"] for e in arms.values()):
+        panels.append(("meta-training: validation score", "meta", None))
+    curve_panels = sorted({p for e in arms.values() for p in e["curves"]})
+    panels += [(p, "curve", p) for p in curve_panels]
+    panels += [(f"{name} [{ev}]", "image", (name, ev)) for name, e in arms.items()
+               for ev in e.get("jacobians", {})]
+    if not panels:
+        return
+    plt = plotting.pyplot()
+    columns = min(4, len(panels))
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3.4 * rows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    for ax, (title, kind, what) in zip(axes.flat, panels):
+        if kind == "meta":
+            for name, e in arms.items():
+                if e["meta_curve"]:
+                    steps, scores = zip(*e["meta_curve"])
+                    ax.plot(steps, scores, marker="o", ms=3, label=name)
+            plotting.accuracy_axes(ax, title, fontsize=8, xlabel="meta-step",
+                                   legend={"fontsize": 6})
+        elif kind == "curve":
+            for name, e in arms.items():
+                if what in e["curves"]:
+                    curve = e["curves"][what]  # {step (a JSON string): [mean, std]}
+                    steps = sorted(curve, key=int)
+                    ax.plot([int(s) for s in steps], [curve[s][0] for s in steps], marker="o",
+                            ms=3, label=name)
+            plotting.accuracy_axes(ax, what, fontsize=8, log_x=True, unit_y=True,
+                                   legend={"fontsize": 6})
+        else:
+            from blur_tf.asymmetry import asymmetry, log_asymmetry  # pylint: disable=g-import-not-at-top
+            name, ev = what
+            jacobian = np.load(arms[name]["jacobians"][ev])
+            image = ax.imshow(log_asymmetry(jacobian), cmap="viridis", vmin=-16, vmax=2)
+            fig.colorbar(image, ax=ax, fraction=0.046)
+            ax.set_title(f"{title}\nln|J−Jᵀ|, ‖J−Jᵀ‖/‖J‖ = {asymmetry(jacobian):.2g}",
+                         fontsize=8)
+    plotting.save_png(fig, path)

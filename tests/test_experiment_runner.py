@@ -1,0 +1,112 @@
+"""The experiment runner (launchers/experiment.py, blur_tf/study): a tiny two-launcher-arm spec
+whose second arm fails, plus a genome arm; the rerun reuses every arm; the spec's flag merging
+and its clear errors."""
+
+import json
+import os
+
+import pytest
+from absl import flags
+
+from blur_tf.study import runner, spec as spec_lib
+from launchers import experiment
+
+TINY = """
+[experiment]
+title = tiny
+flags = --tasks=toy.and --layer_sizes=4 --meta_batch=1 --batch_size=8 --unroll=constant:2
+        --log_every=0 --validate_every=0 --checkpoint_every=0 --print_table=false
+        --deterministic=false --meta_steps=2
+[arm good]
+launcher = meta_train
+[arm diverges]
+launcher = meta_train
+flags = --layer_sizes=0   # refused by meta_train: status 2
+[arm bp]
+genome = backprop:0.1
+[evaluation asym]
+kind = asymmetry
+layer_sizes = 3
+examples = 16
+"""
+
+
+def _spec(tmp_path, text=TINY):
+    path = tmp_path / "spec.cfg"
+    path.write_text(text)
+    return spec_lib.parse_spec(str(path))
+
+
+def test_runs_resumes_and_records_a_failing_arm(tmp_path):
+    spec, out = _spec(tmp_path), str(tmp_path / "out")
+    messages = []
+    results = runner.run_experiment(spec, out, parallel=2, log=messages.append)
+    arms = results["arms"]
+    assert arms["good"]["status"] == "ok" and arms["bp"]["status"] == "ok"
+    assert arms["diverges"]["status"] == "failed"
+    assert "--layer_sizes must be positive" in arms["diverges"]["error"]
+    assert arms["bp"]["metrics"]["asym:asymmetry"] < 1e-5  # backprop: a gradient step
+    assert arms["good"]["metrics"]["asym:asymmetry"] > 0.01  # a BLUR genome: not one
+    assert arms["good"]["metrics"]["meta_steps"] == 2
+    assert "asym:asymmetry" not in arms["diverges"]["metrics"]
+    for name in ("results.json", "results.csv", "results.md", "spec.png"):
+        assert os.path.exists(os.path.join(out, name)), name
+    csv_lines = open(os.path.join(out, "results.csv")).read().splitlines()
+    assert csv_lines[0].startswith("arm,status,wall_seconds") and len(csv_lines) == 4
+    log_file = os.path.join(out, "arms", "good", "log.txt")
+    size = os.path.getsize(log_file)
+
+    messages.clear()
+    again = runner.run_experiment(spec, out, log=messages.append)
+    assert sorted(messages) == ["arm bp: reused (ok)", "arm diverges: reused (failed)",
+                                "arm good: reused (ok)"]  # no arm ran, no evaluation either
+    assert os.path.getsize(log_file) == size
+    assert again["arms"]["good"]["metrics"] == arms["good"]["metrics"]
+    with open(os.path.join(out, "results.json")) as f:
+        assert json.load(f)["arms"]["diverges"]["status"] == "failed"
+
+
+def test_arm_flags_replace_shared_ones(tmp_path):
+    spec = _spec(tmp_path, TINY.replace("[arm good]\nlauncher = meta_train",
+                                        "[arm good]\nlauncher = meta_train\nflags = "
+                                        "--tasks=toy.or --tasks=toy.xor --nonormalize_forward "
+                                        "--normalize_backward"))
+    good = spec.arm("good").flags
+    assert [t for t in good if t.startswith("--tasks")] == ["--tasks=toy.or", "--tasks=toy.xor"]
+    assert spec_lib.flag_name("--nonormalize_forward") == "normalize_forward"
+    assert spec_lib.flag_name("--normalize_forward") == "normalize_forward"
+    assert spec_lib.flag_name("--noxla") == "xla"
+    assert good[-2:] == ("--nonormalize_forward", "--normalize_backward")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[arm a]\ngenome = random:0\n", "needs an \\[experiment\\] section"),
+    ("[experiment]\n", "no \\[arm NAME\\] section"),
+    ("[experiment]\n[arm a]\nlauncher = meta_train\ngenome = random:0\n", "either launcher"),
+    ("[experiment]\n[arm a]\nlauncher = train\n", "launcher='train'"),
+    ("[experiment]\n[arm a]\nlauncher = meta_train\nflags = --out_dir=x\n",
+     "set by the experiment runner"),
+    ("[experiment]\n[arm a]\nlauncher = meta_train\nflags = --flagfile=nope.cfg\n",
+     "no such flagfile"),
+    ("[experiment]\n[arm a]\ngenome = random:0\n[evaluation e]\nkind = loss\n", "kind='loss'"),
+    ("[experiment]\n[arm a]\ngenome = random:0\n[evaluation e]\nkind = asymmetry\narms = b*\n",
+     "matches no arm"),
+    ("[experiment]\n[arms a]\ngenome = random:0\n", "sections are"),
+])
+def test_bad_specs_are_refused_with_one_line(tmp_path, text, message):
+    with pytest.raises(ValueError, match=message):
+        _spec(tmp_path, text)
+
+
+def test_launcher_refuses_bad_flags_before_any_work(tmp_path, capsys):
+    fv = flags.FlagValues()
+    experiment.define_flags(fv)
+    (tmp_path / "spec.cfg").write_text(TINY + "[evaluation acc]\nkind = accuracy\n")
+    fv([
+        "experiment", f"--spec={tmp_path / 'spec.cfg'}", f"--out_dir={tmp_path / 'out'}"])
+    with pytest.raises(SystemExit) as exit_info:
+        experiment.main(["experiment"], fv)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        "experiment: error: [evaluation acc]: kind=accuracy needs ['layer_sizes', 'tasks']")
+    assert not (tmp_path / "out" / "arms").exists()
