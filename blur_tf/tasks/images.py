@@ -2,7 +2,9 @@
 
 Spec: ``NAME[:crop=C][,size=S][,classes=...][,split=...][,eval_split=...]`` with NAME one of
 ``mnist``, ``fashion_mnist`` (files shipped in ``../shared/data``), ``kmnist``,
-``emnist/letters``, ``omniglot`` (usable once their data is prepared or provided).
+``emnist/letters``, ``omniglot`` (usable once their data is prepared or provided; with only
+the two small background zips, use :mod:`blur_tf.tasks.omniglot_small`). :class:`PoolTask` is
+the in-memory pool task both build on.
 
 Options:
   crop:       keep the central ``C x C`` pixels (offset ``(H - C) // 2``).
