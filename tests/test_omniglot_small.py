@@ -177,6 +177,13 @@ def test_episodes_classes_shots_and_permuted_labels(manual):
     eval_y = source.task.pool("eval")[1].numpy()
     np.testing.assert_array_equal(eval_y[fixed.query.ravel()], np.repeat(fixed.classes, 4))
     assert not set(_rows(xe.numpy())) & set(_rows(pool_x))  # a query is never a support image
+    whole = tasks.NWayEpisodes(source.task, 3).fixed_episode(0)  # no query: all query drawers
+    xe, ye = whole.eval_set()
+    np.testing.assert_array_equal(eval_y[[r for c in whole.classes
+                                          for r in np.flatnonzero(eval_y == c)]],
+                                  np.repeat(whole.classes, 10))
+    np.testing.assert_array_equal(ye.numpy(), np.repeat(np.arange(3), 10))
+    assert whole.support is None and xe.shape == (30, SIZE * SIZE)
     with pytest.raises(ValueError, match="episode=E"):
         tasks.get_task(spec, tfds_manual_dir=manual)
     with pytest.raises(ValueError, match="way=89 exceeds the 88 characters"):

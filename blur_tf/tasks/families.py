@@ -13,7 +13,9 @@ inside ``tf.function`` / ``tf.while_loop``; the seed picks the problem).
   random order: label ``j`` is the dataset class ``episode.classes[j]``. The pools are
   indexed by class (a class-sorted permutation with per-class offsets and counts), so an
   episode's batch is drawn with a few gathers; evaluation batches use the eval split's
-  examples of the same classes.
+  examples of the same classes. With ``shot``/``query`` each episode keeps only that many
+  examples per class (its support / query set). :class:`EpisodeTask` holds one episode fixed
+  as an ordinary task (``omniglot_small:...,episode=E``).
 """
 
 from __future__ import annotations
@@ -151,6 +153,11 @@ class NWayEpisodes(base.TaskSource):
         keys = tf.random.stateless_uniform([self.task.num_classes], base.as_seed(seed))
         return tf.cast(tf.argsort(keys)[:self.n], tf.int32)
 
+    def class_rows(self, stream: str, cls: int) -> np.ndarray:
+        """Every pool row of class ``cls`` in ``stream``, in pool order (numpy int32)."""
+        order, offsets, counts = (t.numpy() for t in self._index[stream])
+        return order[offsets[cls]:offsets[cls] + counts[cls]]
+
     def sample_members(self, seed, classes, stream: str) -> tf.Tensor | None:
         """The episode's examples of ``stream``: int32 ``[n, size]`` pool rows, ``size``
         distinct examples of class ``classes[j]`` in row j (None when ``size`` is None)."""
@@ -240,11 +247,8 @@ class EpisodeTask(base.Task):
             self.classes = classes.numpy()
             self.support = None if support is None else support.numpy()
             self.query = None if query is None else query.numpy()
-            if self.query is None:
-                order, offsets, counts = (t.numpy() for t in source._index["eval"])  # pylint: disable=protected-access
-                rows = [order[offsets[c]:offsets[c] + counts[c]] for c in self.classes]
-            else:
-                rows = list(self.query)
+            rows = (list(self.query) if self.query is not None else
+                    [source.class_rows("eval", c) for c in self.classes])
             self._eval_rows = tf.constant(np.concatenate(rows).astype(np.int32))
             self._eval_labels = tf.constant(
                 np.repeat(np.arange(self.num_classes), [len(r) for r in rows]).astype(np.int32))

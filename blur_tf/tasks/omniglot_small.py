@@ -240,7 +240,6 @@ def make(spec: TaskSpec, tfds_manual_dir=None) -> base.TaskSource:
             raise ValueError(f"Task spec {str(spec)!r}: {key}={numbers[key]} must be <= {half} "
                              f"(each character has {half} {('support', 'query')[key == 'query']} "
                              "drawers).")
-    zip_paths(tfds_manual_dir)
     task = OmniglotSmallTask(split, size, tfds_manual_dir,
                              spec=str(spec) if "way" not in numbers else None)
     if "way" not in numbers:
