@@ -40,7 +40,8 @@ anything is prepared.
 
 Per-process cache (the module's only mutable state): raw pools (uint8) are loaded once per
 ``(builder, data_dir, split)`` into ``_RAW_POOLS`` and preprocessed tensors once per
-``(pool, crop, size, classes)`` into ``_TENSOR_POOLS``; :func:`clear_cache` empties both.
+``(pool, crop, size, classes)`` into ``_TENSOR_POOLS`` (``omniglot_small`` keeps its decoded
+zips and pools there too, under keys starting with its name); :func:`clear_cache` empties both.
 Pools with no crop/resize stay uint8 on device and are scaled after the gather. Batches
 are drawn on device (``tf.random.stateless_uniform`` indices + ``tf.gather``), with
 replacement.
@@ -101,7 +102,7 @@ IMAGE_DATASETS: dict[str, ImageDataset] = {
 }
 
 # Per-process caches (see module docstring).
-_RAW_POOLS: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+_RAW_POOLS: dict[tuple, tuple] = {}
 _TENSOR_POOLS: dict[tuple, tuple[tf.Tensor, tf.Tensor]] = {}
 
 
