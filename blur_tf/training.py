@@ -185,11 +185,11 @@ def _run(app: Application, values: Mapping, command: str, cfg: Config, strategy,
     """`run` once the flags are checked and the folder is locked."""
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     from blur_tf.meta import InnerProblem  # pylint: disable=g-import-not-at-top
-    from blur_tf.tasks import get_task  # pylint: disable=g-import-not-at-top
+    from blur_tf.tasks import get_source, get_task  # pylint: disable=g-import-not-at-top
     if values["deterministic"]:
         tf.config.experimental.enable_op_determinism()
     kwargs = dict(tfds_manual_dir=values["tfds_manual_dir"], data_dir=values["data_dir"])
-    tasks = [get_task(s, **kwargs) for s in cfg.tasks]
+    tasks = [get_source(s, **kwargs) for s in cfg.tasks]
     validation_tasks = [get_task(s, **kwargs) for s in cfg.validation_tasks]
     test_tasks = [get_task(s, **kwargs) for s in cfg.test_tasks]
     eval_batch = (values["eval_batch_size"] or values["batch_size"]) * values.get(

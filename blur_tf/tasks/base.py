@@ -83,6 +83,10 @@ class Episode:
         self.index = tf.convert_to_tensor(index, tf.int32)
         self.classes = classes
 
+    def sampler(self, stream: str) -> Sampler:
+        """The raw sampler ``(seed, n) -> (x, y)`` of ``"train"`` or ``"eval"`` (no stream fold)."""
+        return self._train if stream == "train" else self._eval
+
     def sample_train(self, seed, batch_size):
         """Training batch: x float32 ``[B, input_size]``, y int32 ``[B]``."""
         return self._train(fold(seed, TRAIN_STREAM), batch_size)

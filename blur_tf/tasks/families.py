@@ -13,7 +13,9 @@ inside ``tf.function`` / ``tf.while_loop``; the seed picks the problem).
   random order: label ``j`` is the dataset class ``episode.classes[j]``. The pools are
   indexed by class (a class-sorted permutation with per-class offsets and counts), so an
   episode's batch is drawn with a few gathers; evaluation batches use the eval split's
-  examples of the same classes.
+  examples of the same classes. With ``shot``/``query`` each episode keeps only that many
+  examples per class (its support / query set). :class:`EpisodeTask` holds one episode fixed
+  as an ordinary task (``omniglot_small:...,episode=E``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from blur_tf.tasks import base
-from blur_tf.tasks.images import ImageTask
+from blur_tf.tasks.images import PoolTask
 
 
 def _get_task(spec_or_task, **kwargs) -> base.Task:
@@ -97,18 +99,26 @@ class NWayEpisodes(base.TaskSource):
     """N random classes of one image dataset per meta-step, labels in random order.
 
     Args:
-      dataset: an image task spec or :class:`ImageTask` (its crop/size/classes/splits define
-        the pools), e.g. ``"omniglot:size=28"`` or ``"mnist:crop=20,size=10"``.
+      dataset: an image task spec or pool task (:class:`~blur_tf.tasks.images.PoolTask`: its
+        crop/size/classes/splits define the pools), e.g. ``"mnist:crop=20,size=10"``.
       n: classes per episode (``n <= dataset.num_classes``).
+      shot: if given, each episode keeps ``shot`` distinct training examples per class (its
+        support set, drawn without replacement per episode); else every training example.
+      query: likewise for the held-out examples (the query set).
+      spec: the name logs and summaries show (default: the dataset's spec).
       **task_kwargs: passed to :func:`get_task` for a spec.
 
     ``draw(seed)`` returns an :class:`Episode` whose ``classes`` (int32 ``[n]``) are the
-    task's class ids (0-based, after any ``classes=`` remapping) behind labels ``0..n-1``.
+    task's class ids (0-based, after any ``classes=`` remapping) behind labels ``0..n-1``;
+    batches draw a label uniformly, then one of that class's examples (of the episode's
+    support or query set, if any) uniformly. :meth:`fixed_episode` holds one draw fixed as a
+    :class:`~blur_tf.tasks.base.Task`.
     """
 
-    def __init__(self, dataset, n: int, **task_kwargs):
+    def __init__(self, dataset, n: int, *, shot: int | None = None, query: int | None = None,
+                 spec: str | None = None, **task_kwargs):
         task = _get_task(dataset, **task_kwargs)
-        if not isinstance(task, ImageTask):
+        if not isinstance(task, PoolTask):
             raise ValueError(f"NWayEpisodes needs an image dataset, got {task.spec!r}.")
         if not 1 <= n <= task.num_classes:
             raise ValueError(f"NWayEpisodes: n={n} must be in 1..{task.num_classes} "
@@ -117,15 +127,21 @@ class NWayEpisodes(base.TaskSource):
         self.n = int(n)
         self.input_size = task.input_size
         self.num_classes = self.n
-        self.spec = task.spec
-        self._index = {}
+        self.spec = spec or task.spec
+        self.sizes = {"train": shot, "eval": query}
+        self._index, self._max_count = {}, {}
         for stream in ("train", "eval"):
             labels = task.pool(stream)[1].numpy()
             counts = np.bincount(labels, minlength=task.num_classes)
             if stream == "eval" and np.any(counts == 0):
                 missing = [task.classes[c] for c in np.flatnonzero(counts == 0)]
-                raise ValueError(f"NWayEpisodes({task.spec!r}): classes {missing} have no examples "
-                                 f"in eval split {task.eval_split!r}.")
+                raise ValueError(f"NWayEpisodes({task.spec!r}): classes {missing} have no "
+                                 "held-out examples.")
+            size, name = self.sizes[stream], ("shot", "query")[stream == "eval"]
+            if size is not None and not 1 <= size <= counts.min():
+                raise ValueError(f"NWayEpisodes({self.spec!r}): {name}={size} must be in "
+                                 f"1..{counts.min()} (the fewest {stream} examples of a class).")
+            self._max_count[stream] = int(counts.max())
             order = np.argsort(labels, kind="stable").astype(np.int32)
             offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int32)
             with tf.init_scope():
@@ -137,30 +153,112 @@ class NWayEpisodes(base.TaskSource):
         keys = tf.random.stateless_uniform([self.task.num_classes], base.as_seed(seed))
         return tf.cast(tf.argsort(keys)[:self.n], tf.int32)
 
-    def _sampler(self, classes, stream):
+    def class_rows(self, stream: str, cls: int) -> np.ndarray:
+        """Every pool row of class ``cls`` in ``stream``, in pool order (numpy int32)."""
+        order, offsets, counts = (t.numpy() for t in self._index[stream])
+        return order[offsets[cls]:offsets[cls] + counts[cls]]
+
+    def sample_members(self, seed, classes, stream: str) -> tf.Tensor | None:
+        """The episode's examples of ``stream``: int32 ``[n, size]`` pool rows, ``size``
+        distinct examples of class ``classes[j]`` in row j (None when ``size`` is None)."""
+        size = self.sizes[stream]
+        if size is None:
+            return None
+        order, offsets, counts = self._index[stream]
+        count = tf.gather(counts, classes)
+        keys = tf.random.stateless_uniform([self.n, self._max_count[stream]], base.as_seed(seed))
+        positions = tf.range(self._max_count[stream])[None, :]
+        keys = tf.where(positions < count[:, None], keys, 2.0)  # past a class's end: last
+        within = tf.argsort(keys, axis=1)[:, :size]
+        return tf.gather(order, tf.gather(offsets, classes)[:, None] + within)
+
+    def _sampler(self, classes, members, stream):
         order, offsets, counts = self._index[stream]
 
         def sampler(seed, n):
             s = base.split_seed(seed, 2)
             labels = tf.random.stateless_uniform([n], s[0], 0, self.n, dtype=tf.int32)
-            cls = tf.gather(classes, labels)
             u = tf.random.stateless_uniform([n], s[1])
-            count = tf.gather(counts, cls)
-            within = tf.minimum(tf.cast(u * tf.cast(count, tf.float32), tf.int32), count - 1)
-            x, _ = self.task.gather(stream, tf.gather(order, tf.gather(offsets, cls) + within))
+            if members is None:
+                cls = tf.gather(classes, labels)
+                count = tf.gather(counts, cls)
+                within = tf.minimum(tf.cast(u * tf.cast(count, tf.float32), tf.int32), count - 1)
+                rows = tf.gather(order, tf.gather(offsets, cls) + within)
+            else:
+                size = self.sizes[stream]
+                within = tf.minimum(tf.cast(u * size, tf.int32), size - 1)
+                rows = tf.gather_nd(members, tf.stack([labels, within], axis=1))
+            x, _ = self.task.gather(stream, rows)
             return x, labels
         return sampler
 
-    def episode(self, classes) -> base.Episode:
-        """The episode with these class ids (int32 ``[n]``) behind labels ``0..n-1``."""
+    def episode(self, classes, support=None, query=None) -> base.Episode:
+        """The episode with these class ids (int32 ``[n]``) behind labels ``0..n-1`` and, if
+        given, these support / query pool rows (int32 ``[n, shot]`` / ``[n, query]``)."""
         classes = tf.convert_to_tensor(classes, tf.int32)
-        return base.Episode(self._sampler(classes, "train"), self._sampler(classes, "eval"),
+        return base.Episode(self._sampler(classes, support, "train"),
+                            self._sampler(classes, query, "eval"),
                             input_size=self.input_size, num_classes=self.n,
                             episode_classes=self.n, classes=classes)
 
+    def draw_parts(self, seed):
+        """(classes, support, query) of the episode of ``seed``: :meth:`sample_classes`, then
+        :meth:`sample_members` of both streams."""
+        classes = self.sample_classes(seed)
+        return (classes, self.sample_members(base.fold(seed, 1), classes, "train"),
+                self.sample_members(base.fold(seed, 2), classes, "eval"))
+
     def draw(self, seed) -> base.Episode:
-        """The episode of the meta-step with this seed (classes from :meth:`sample_classes`)."""
-        return self.episode(self.sample_classes(seed))
+        """The episode of the meta-step with this seed (:meth:`draw_parts`)."""
+        return self.episode(*self.draw_parts(seed))
+
+    def fixed_episode(self, index: int) -> "EpisodeTask":
+        """Episode number ``index`` (the draw of seed ``[FIXED_EPISODE_SEED, index]``) as a task."""
+        return EpisodeTask(self, index)
 
     def __repr__(self):
         return f"NWayEpisodes({self.spec!r}, n={self.n})"
+
+
+FIXED_EPISODE_SEED = 0x6570  # "ep": the first seed word of NWayEpisodes.fixed_episode
+
+
+class EpisodeTask(base.Task):
+    """One N-way episode of an :class:`NWayEpisodes`, held fixed: an ordinary task for
+    evaluation and validation. Training batches come from the episode's support set (or all
+    training examples of its classes), ``eval_set`` is its query set (or all held-out examples
+    of its classes), class by class in label order.
+
+    Attributes (besides Task's): ``index``, ``classes`` (the source's class ids behind labels
+    ``0..n-1``), ``support`` / ``query`` (int32 numpy ``[n, k]`` pool rows, or None).
+    """
+
+    def __init__(self, source: NWayEpisodes, index: int, spec: str | None = None):
+        if not isinstance(index, (int, np.integer)) or index < 0:
+            raise ValueError(f"fixed_episode: index must be an int >= 0, got {index!r}.")
+        self.source, self.index = source, int(index)
+        self.spec = spec or f"{source.spec} episode {self.index}"
+        self.name = self.spec.split(":")[0]
+        self.input_size, self.num_classes = source.input_size, source.n
+        with tf.init_scope():
+            classes, support, query = source.draw_parts(
+                tf.constant([FIXED_EPISODE_SEED, self.index], tf.int64))
+            self._episode = source.episode(classes, support, query)
+            self.classes = classes.numpy()
+            self.support = None if support is None else support.numpy()
+            self.query = None if query is None else query.numpy()
+            rows = (list(self.query) if self.query is not None else
+                    [source.class_rows("eval", c) for c in self.classes])
+            self._eval_rows = tf.constant(np.concatenate(rows).astype(np.int32))
+            self._eval_labels = tf.constant(
+                np.repeat(np.arange(self.num_classes), [len(r) for r in rows]).astype(np.int32))
+
+    def _sample(self, seed, n, stream):
+        return self._episode.sampler(stream)(seed, n)
+
+    def eval_set(self, max_examples=None):
+        """The episode's query set (x float32 ``[N, input_size]``, y int32 ``[N]``)."""
+        rows, labels = self._eval_rows, self._eval_labels
+        if max_examples is not None:
+            rows, labels = rows[:max_examples], labels[:max_examples]
+        return self.source.task.gather("eval", rows)[0], labels

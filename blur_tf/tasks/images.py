@@ -2,7 +2,9 @@
 
 Spec: ``NAME[:crop=C][,size=S][,classes=...][,split=...][,eval_split=...]`` with NAME one of
 ``mnist``, ``fashion_mnist`` (files shipped in ``../shared/data``), ``kmnist``,
-``emnist/letters``, ``omniglot`` (usable once their data is prepared or provided).
+``emnist/letters``, ``omniglot`` (usable once their data is prepared or provided; with only
+the two small background zips, use :mod:`blur_tf.tasks.omniglot_small`). :class:`PoolTask` is
+the in-memory pool task both build on.
 
 Options:
   crop:       keep the central ``C x C`` pixels (offset ``(H - C) // 2``).
@@ -38,7 +40,8 @@ anything is prepared.
 
 Per-process cache (the module's only mutable state): raw pools (uint8) are loaded once per
 ``(builder, data_dir, split)`` into ``_RAW_POOLS`` and preprocessed tensors once per
-``(pool, crop, size, classes)`` into ``_TENSOR_POOLS``; :func:`clear_cache` empties both.
+``(pool, crop, size, classes)`` into ``_TENSOR_POOLS`` (``omniglot_small`` keeps its decoded
+zips and pools there too, under keys starting with its name); :func:`clear_cache` empties both.
 Pools with no crop/resize stay uint8 on device and are scaled after the gather. Batches
 are drawn on device (``tf.random.stateless_uniform`` indices + ``tf.gather``), with
 replacement.
@@ -74,10 +77,12 @@ class ImageDataset:
     Attributes:
       builder: tfds builder name, with config (``emnist/letters``).
       invert: map pixel p to 1 - p (Omniglot: black strokes on white -> strokes = 1).
+      hint: appended to the error when the dataset is not available offline.
     """
 
     builder: str
     invert: bool = False
+    hint: str = ""
 
     @property
     def builder_name(self) -> str:
@@ -90,11 +95,14 @@ IMAGE_DATASETS: dict[str, ImageDataset] = {
     "fashion_mnist": ImageDataset("fashion_mnist"),
     "kmnist": ImageDataset("kmnist"),
     "emnist/letters": ImageDataset("emnist/letters"),
-    "omniglot": ImageDataset("omniglot", invert=True),
+    "omniglot": ImageDataset(
+        "omniglot", invert=True,
+        hint="Only omniglot/images_background_small1.zip and images_background_small2.zip at "
+             "hand? Use the task family omniglot_small (it reads those two zips directly)."),
 }
 
 # Per-process caches (see module docstring).
-_RAW_POOLS: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+_RAW_POOLS: dict[tuple, tuple] = {}
 _TENSOR_POOLS: dict[tuple, tuple[tf.Tensor, tf.Tensor]] = {}
 
 
@@ -151,7 +159,7 @@ def prepare_dataset(name: str, *, tfds_manual_dir=None, data_dir=None, download=
             f"{', '.join(files) or '(see the tfds builder)'} in <DIR>/{dataset.builder_name}/ "
             f"and pass tfds_manual_dir=DIR (--tfds_manual_dir DIR, env {MANUAL_DIR_ENV}=DIR); "
             f"or prepare it into data_dir (env {DATA_DIR_ENV}) beforehand; or allow a network "
-            "download with download=True.")
+            "download with download=True." + (" " + dataset.hint if dataset.hint else ""))
     if missing:
         check_reachable(name, builder.url_infos or {})
     config = tfds.download.DownloadConfig(
@@ -281,7 +289,53 @@ def _static_info(name, data_dir) -> tuple[tuple, int]:
     return tuple(features["image"].shape[:2]), int(features["label"].num_classes)
 
 
-class ImageTask(base.Task):
+class PoolTask(base.Task):
+    """A task over two in-memory pools of flattened images, ``"train"`` and ``"eval"``.
+
+    Subclasses (:class:`ImageTask`, ``omniglot_small``) set ``spec``, ``name``, ``classes``,
+    ``num_classes``, ``side``, ``input_size`` and ``_pools`` (``stream -> (x uint8 or float32
+    [N, input_size], y int32 [N] in 0..num_classes-1)``); batches are drawn with replacement.
+    """
+
+    invert = False
+    _pools: dict
+
+    @property
+    def num_train(self) -> int:
+        return int(self._pools["train"][1].shape[0])
+
+    @property
+    def num_eval(self) -> int:
+        return int(self._pools["eval"][1].shape[0])
+
+    def pool(self, stream: str):
+        """The cached ``(x, y)`` pool of ``"train"`` or ``"eval"`` (x uint8 or float32)."""
+        return self._pools[stream]
+
+    def to_float(self, x: tf.Tensor) -> tf.Tensor:
+        """Gathered pool rows -> float32 features in [0, 1] (1 - x if ``invert``)."""
+        x = tf.cast(x, tf.float32) / 255.0 if x.dtype == tf.uint8 else x
+        return 1.0 - x if self.invert else x
+
+    def gather(self, stream: str, indices):
+        """Examples ``indices`` of a pool as (x float32, y int32)."""
+        x, y = self._pools[stream]
+        return self.to_float(tf.gather(x, indices)), tf.gather(y, indices)
+
+    def _sample(self, seed, n, stream):
+        size = tf.shape(self._pools[stream][1], out_type=tf.int32)[0]
+        indices = tf.random.stateless_uniform([n], seed, 0, size, dtype=tf.int32)
+        return self.gather(stream, indices)
+
+    def eval_set(self, max_examples=None):
+        """The whole eval split in dataset order (the first ``max_examples`` if given)."""
+        x, y = self._pools["eval"]
+        if max_examples is not None:
+            x, y = x[:max_examples], y[:max_examples]
+        return self.to_float(x), y
+
+
+class ImageTask(PoolTask):
     """A (preprocessed, class-subset) tfds image dataset as a task; see the module docstring.
 
     Attributes (besides Task's): ``dataset`` (registry name), ``crop``, ``size``, ``side``
@@ -346,8 +400,6 @@ class ImageTask(base.Task):
             "train": self._tensor_pool(train_images, train_labels, self.split, data_dir),
             "eval": self._tensor_pool(eval_images, eval_labels, self.eval_split, data_dir),
         }
-        self.num_train = int(self._pools["train"][1].shape[0])
-        self.num_eval = int(self._pools["eval"][1].shape[0])
         if self.num_eval == 0:
             raise ValueError(f"Task spec {self.spec!r}: eval split {self.eval_split!r} has no "
                              f"examples of classes {list(self.classes)}; choose another eval_split.")
@@ -369,29 +421,3 @@ class ImageTask(base.Task):
                     x = preprocess_images(images, self.crop, self.size)
                 _TENSOR_POOLS[key] = (x, tf.constant(remapped, tf.int32))
         return _TENSOR_POOLS[key]
-
-    def pool(self, stream: str):
-        """The cached ``(x, y)`` pool of ``"train"`` or ``"eval"`` (x uint8 or float32)."""
-        return self._pools[stream]
-
-    def to_float(self, x: tf.Tensor) -> tf.Tensor:
-        """Gathered pool rows -> float32 features in [0, 1] (1 - x if ``invert``)."""
-        x = tf.cast(x, tf.float32) / 255.0 if x.dtype == tf.uint8 else x
-        return 1.0 - x if self.invert else x
-
-    def gather(self, stream: str, indices):
-        """Examples ``indices`` of a pool as (x float32, y int32)."""
-        x, y = self._pools[stream]
-        return self.to_float(tf.gather(x, indices)), tf.gather(y, indices)
-
-    def _sample(self, seed, n, stream):
-        size = tf.shape(self._pools[stream][1], out_type=tf.int32)[0]
-        indices = tf.random.stateless_uniform([n], seed, 0, size, dtype=tf.int32)
-        return self.gather(stream, indices)
-
-    def eval_set(self, max_examples=None):
-        """The whole eval split in dataset order (the first ``max_examples`` if given)."""
-        x, y = self._pools["eval"]
-        if max_examples is not None:
-            x, y = x[:max_examples], y[:max_examples]
-        return self.to_float(x), y
