@@ -129,7 +129,7 @@ class FullUnrollGradient(Estimator):
 
 
 class SegmentedUnrollGradient(Estimator):
-    """The full unroll's meta-gradient with memory O(T/S + S): gradient checkpointing.
+    """The full unroll's meta-gradient with bounded memory: gradient checkpointing.
 
     The unroll of `length` = T inner steps is cut into n = ⌈T/S⌉ segments of S steps. The
     forward sweep keeps only the synapses at segment boundaries s_0, s_S, s_2S, … (in a
@@ -150,20 +150,29 @@ class SegmentedUnrollGradient(Estimator):
     then runs in fused XLA kernels, while the loops over segments stay dynamic (changing T
     never retraces). With T ≤ S there is one segment and nothing is recomputed.
 
+    Memory: at most `max_boundaries` = B boundaries are stored. When n > B, segments are
+    grouped in n_b = ⌈n/R⌉ blocks of R = ⌈n/B⌉ segments (two-level checkpointing): the
+    forward sweep stores the synapses at block starts only, and the backward sweep recomputes
+    one block's R segment boundaries from its start before walking its segments back. Live
+    synapse copies: n_b + R ≤ B + ⌈n/B⌉ (plus one segment's tape of S steps), for one more
+    forward sweep; n ≤ B (R = 1) is the one-level scheme above, step for step.
+
     Data are those of `FullUnrollGradient` (the same `problem.sample`, the same batch of step
     t), so both estimators give the same gradient up to float rounding.
     """
 
     def __init__(self, problem: InnerProblem, meta_batch: int, segment_length: int = 10,
-                 meta_loss: str = "final", jit_compile: bool = True):
+                 meta_loss: str = "final", jit_compile: bool = True, max_boundaries: int = 64):
         _check_meta_batch(meta_batch)
         if not isinstance(segment_length, int) or segment_length < 1:
             raise ValueError(f"segment_length must be an int >= 1, got {segment_length!r}")
+        if not isinstance(max_boundaries, int) or max_boundaries < 1:
+            raise ValueError(f"max_boundaries must be an int >= 1, got {max_boundaries!r}")
         if meta_loss not in META_LOSSES:
             raise ValueError(f"meta_loss={meta_loss!r}; one of {META_LOSSES}")
         self.problem, self.meta_batch = problem, meta_batch
         self.segment_length, self.meta_loss = segment_length, meta_loss
-        self.jit_compile = jit_compile
+        self.jit_compile, self.max_boundaries = jit_compile, max_boundaries
         compiled = lambda fn, guarded: tf.function(functools.partial(fn, guarded=guarded),
                                                    jit_compile=jit_compile)
         self._forward = tuple(compiled(self._segment, g) for g in (False, True))
@@ -171,7 +180,7 @@ class SegmentedUnrollGradient(Estimator):
 
     def with_problem(self, problem, meta_batch: int) -> "SegmentedUnrollGradient":
         return SegmentedUnrollGradient(problem, meta_batch, self.segment_length, self.meta_loss,
-                                       self.jit_compile)
+                                       self.jit_compile, self.max_boundaries)
 
     # ----------------------------------------------------------------------------- pieces
     def _segment(self, genome, state, xs, ys, active, guarded: bool):
@@ -246,6 +255,8 @@ class SegmentedUnrollGradient(Estimator):
         population = num_genomes * self.meta_batch
         size = self.segment_length
         num_segments = tf.maximum((length + size - 1) // size, 1)
+        block = (num_segments + self.max_boundaries - 1) // self.max_boundaries
+        num_blocks = (num_segments + block - 1) // block
 
         def segment_data(k):
             start = k * size
@@ -253,20 +264,29 @@ class SegmentedUnrollGradient(Estimator):
             active = tf.clip_by_value(length - start, 0, size)
             return tf.stack([x for x, _ in batches]), tf.stack([y for _, y in batches]), active
 
-        boundaries = [tf.TensorArray(t.dtype, size=num_segments, element_shape=t.shape)
-                      .write(0, t) for t in tf.nest.flatten(state)]
-
-        def forward_body(k, state, boundaries):
+        def forward(k, state):
             xs, ys, active = segment_data(k)
-            state = self._run(self._forward, active, genome, state, xs, ys, active)
-            boundaries = [b.write(k + 1, t) for b, t in zip(boundaries, tf.nest.flatten(state))]
-            return k + 1, state, boundaries
+            return self._run(self._forward, active, genome, state, xs, ys, active)
 
-        _, _, boundaries = tf.while_loop(lambda k, *_: k < num_segments - 1, forward_body,
-                                         (tf.constant(0), state, boundaries))
+        def stored(count, first_state):
+            return [tf.TensorArray(t.dtype, size=count, element_shape=t.shape).write(0, t)
+                    for t in tf.nest.flatten(first_state)]
 
-        def backward_body(k, adjoint, d_genome, losses, final_state, final_accuracy):
-            start_state = tf.nest.pack_sequence_as(state, [b.read(k) for b in boundaries])
+        def block_forward(j, state, blocks):
+            state = tf.while_loop(lambda k, _: k < (j + 1) * block,
+                                  lambda k, state: (k + 1, forward(k, state)),
+                                  (j * block, state), parallel_iterations=1)[1]
+            blocks = [b.write(j + 1, t) for b, t in zip(blocks, tf.nest.flatten(state))]
+            return j + 1, state, blocks
+
+        _, _, blocks = tf.while_loop(lambda j, *_: j < num_blocks - 1, block_forward,
+                                     (tf.constant(0), state, stored(num_blocks, state)),
+                                     parallel_iterations=1)
+
+        def segment_backward(k, first, boundaries, adjoint, d_genome, losses, final_state,
+                             final_accuracy):
+            start_state = tf.nest.pack_sequence_as(state,
+                                                   [b.read(k - first) for b in boundaries])
             is_last = tf.equal(k, num_segments - 1)
             if self.meta_loss == "final":
                 weight = tf.cast(is_last, tf.float32)
@@ -280,13 +300,31 @@ class SegmentedUnrollGradient(Estimator):
             final_state = tf.nest.map_structure(lambda new, old: tf.where(is_last, new, old),
                                                 out, final_state)
             final_accuracy = tf.where(is_last, segment_accuracy, final_accuracy)
-            return (k - 1, adjoint, d_genome, losses + weight * segment_losses, final_state,
-                    final_accuracy)
+            return (k - 1, first, boundaries, adjoint, d_genome,
+                    losses + weight * segment_losses, final_state, final_accuracy)
+
+        def block_backward(j, *carry):
+            first = j * block
+            last = tf.minimum(first + block, num_segments)
+            start = tf.nest.pack_sequence_as(state, [b.read(j) for b in blocks])
+
+            def recompute(k, state, boundaries):
+                state = forward(k, state)
+                return k + 1, state, [b.write(k + 1 - first, t)
+                                      for b, t in zip(boundaries, tf.nest.flatten(state))]
+
+            boundaries = tf.while_loop(lambda k, *_: k < last - 1, recompute,
+                                       (first, start, stored(block, start)),
+                                       parallel_iterations=1)[2]
+            carry = tf.while_loop(lambda k, *_: k >= first, segment_backward,
+                                  (last - 1, first, boundaries, *carry),
+                                  parallel_iterations=1)[3:]
+            return (j - 1, *carry)
 
         zeros = lambda structure: tf.nest.map_structure(tf.zeros_like, structure)
         _, _, gradients, losses, final_state, final_accuracy = tf.while_loop(
-            lambda k, *_: k >= 0, backward_body,
-            (num_segments - 1, zeros(state), zeros(genome), tf.zeros([num_genomes]),
-             state, tf.zeros([population])))
+            lambda j, *_: j >= 0, block_backward,
+            (num_blocks - 1, zeros(state), zeros(genome), tf.zeros([num_genomes]),
+             state, tf.zeros([population])), parallel_iterations=1)
         return (losses, tf.nest.pack_sequence_as(genome, tf.nest.flatten(gradients)), final_state,
                 final_accuracy)
