@@ -156,6 +156,8 @@ class SegmentedUnrollGradient(Estimator):
     one block's R segment boundaries from its start before walking its segments back. Live
     synapse copies: n_b + R ≤ B + ⌈n/B⌉ (plus one segment's tape of S steps), for one more
     forward sweep; n ≤ B (R = 1) is the one-level scheme above, step for step.
+    Every loop runs one iteration at a time (`parallel_iterations=1`): by default TensorFlow
+    runs up to ten iterations' data and recomputation ahead and holds their buffers.
 
     Data are those of `FullUnrollGradient` (the same `problem.sample`, the same batch of step
     t), so both estimators give the same gradient up to float rounding.
