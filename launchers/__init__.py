@@ -74,6 +74,17 @@ def write_error_line(error: OSError) -> str:
     return f"a write failed: {error}"
 
 
+def call_or_exit(program: str, function, *args):
+    """`function(*args)`; a ValueError is one line and status 2 (the command cannot run as
+    given), an OSError one line naming the path and status 1 (a write failed)."""
+    try:
+        return function(*args)
+    except ValueError as e:
+        exit_with_error(program, e)
+    except OSError as e:
+        exit_with_error(program, write_error_line(e), status=1)
+
+
 def settings_or_exit(program: str, argv, settings_from_flags, fv):
     """`settings_from_flags(fv)`; on unexpected arguments or a ValueError, one line and exit 2."""
     if len(argv) > 1:

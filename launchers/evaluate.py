@@ -32,8 +32,7 @@ from absl import app, flags, logging
 
 from blur_tf import baselines, evaluation
 from blur_tf.files import check_output_folder, write_json_atomic
-from launchers import (exit_with_error, flag_parser, parse_ints, settings_or_exit,
-                       write_error_line)
+from launchers import call_or_exit, flag_parser, parse_ints, settings_or_exit
 
 DEFAULT_STEPS = (1, 5, 10, 20, 50, 100, 200)
 
@@ -240,12 +239,7 @@ def main(argv, fv: flags.FlagValues | None = None):
     command cannot run as given (bad flags, a spec that does not fit its dataset, a dataset
     not available offline, the folder in use), 1 when a write failed."""
     settings = settings_or_exit("evaluate", argv, settings_from_flags, fv or flags.FLAGS)
-    try:
-        run(settings)
-    except ValueError as e:
-        exit_with_error("evaluate", e)
-    except OSError as e:
-        exit_with_error("evaluate", write_error_line(e), status=1)
+    call_or_exit("evaluate", run, settings)
     return 0
 
 

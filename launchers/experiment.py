@@ -26,7 +26,7 @@ import signal
 
 from absl import app, flags
 
-from launchers import exit_with_error, flag_parser, settings_or_exit, write_error_line
+from launchers import call_or_exit, flag_parser, settings_or_exit
 
 
 def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
@@ -67,12 +67,9 @@ def main(argv, fv: flags.FlagValues = flags.FLAGS):
     from blur_tf.study import runner  # pylint: disable=g-import-not-at-top
     spec, out_dir = settings_or_exit("experiment", argv, check, fv)
     signal.signal(signal.SIGTERM, _stop)
-    try:
-        results = runner.run_experiment(spec, out_dir, fv.tfds_manual_dir, fv.parallel,
-                                        fv.arms, fv.retry_failed,
-                                        log=lambda m: print(m, flush=True))
-    except OSError as e:
-        exit_with_error("experiment", write_error_line(e), status=1)
+    results = call_or_exit("experiment", runner.run_experiment, spec, out_dir,
+                           fv.tfds_manual_dir, fv.parallel, fv.arms, fv.retry_failed,
+                           lambda m: print(m, flush=True))
     print(runner.markdown_table(results), flush=True)
 
 

@@ -31,7 +31,7 @@ from blur_tf import baselines, evaluation
 from blur_tf.export import export_learner
 from blur_tf.files import check_output_directory
 from blur_tf.genome import Genome
-from launchers import exit_with_error, flag_parser, settings_or_exit, write_error_line
+from launchers import call_or_exit, flag_parser, settings_or_exit
 
 
 def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
@@ -218,12 +218,7 @@ def main(argv, fv: flags.FlagValues | None = None):
     as given (e.g. a dataset not available), 1 when a write failed. The folder is written
     atomically, so a failed or concurrent export never leaves a mixed one."""
     settings = settings_or_exit("export", argv, settings_from_flags, fv or flags.FLAGS)
-    try:
-        run(settings)
-    except ValueError as e:
-        exit_with_error("export", e)
-    except OSError as e:
-        exit_with_error("export", write_error_line(e), status=1)
+    call_or_exit("export", run, settings)
     return 0
 
 

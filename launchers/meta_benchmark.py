@@ -42,7 +42,6 @@ import sys
 import threading
 import time
 
-import numpy as np
 from absl import app, flags
 
 from launchers import exit_with_error, flag_parser, parse_ints
