@@ -48,16 +48,17 @@ def test_segmented_gradient_equals_the_full_tape(length, segment, jit):
     assert max(np.abs(g).max() for g in full[1]) > 0  # a gradient that could differ
 
 
-@pytest.mark.parametrize("length,meta_loss", [(17, "final"), (17, "trajectory"), (9, "final")])
-def test_two_level_checkpoints_give_the_one_level_gradient(length, meta_loss):
-    """max_boundaries=2 over n = 9 (or 5) segments of 2 steps: blocks of R = 5 (or 3)
-    segments, the last block short and its last segment guarded (T odd). The stored
+def test_two_level_checkpoints_give_the_one_level_gradient():
+    """max_boundaries=2 over n = 9 segments of 2 steps: blocks of R = 5 segments, the last
+    block short and its last segment guarded (T = 17), the trajectory meta-loss (every
+    segment's loss and adjoint crosses a block boundary). The stored
     boundaries change, the arithmetic may not: same losses, gradient and final accuracy as
     the one-level scheme, which equals the full tape (test above)."""
     problem = _problem()
     one_level, two_level = (
-        _gradient(SegmentedUnrollGradient(problem, 2, 2, meta_loss=meta_loss, jit_compile=False,
-                                          max_boundaries=b), problem, length) for b in (64, 2))
+        _gradient(SegmentedUnrollGradient(problem, 2, 2, meta_loss="trajectory",
+                                          jit_compile=False, max_boundaries=b), problem, 17)
+        for b in (64, 2))
     np.testing.assert_allclose(two_level[0], one_level[0], rtol=1e-6)
     assert _relative_error(one_level[1], two_level[1]) <= 1e-5
     np.testing.assert_array_equal(two_level[2], one_level[2])
