@@ -90,7 +90,8 @@ class RunDirectory:
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
             yield self
         finally:
-            os.remove(lock_file)  # before releasing it: see _same_file
+            if _same_file(fd, lock_file):  # not if someone removed or replaced it meanwhile
+                os.remove(lock_file)  # before releasing it: see _same_file
             if created and not os.listdir(self.path):
                 os.rmdir(self.path)
             os.close(fd)  # releases the lock

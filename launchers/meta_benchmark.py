@@ -5,22 +5,28 @@ r"""Meta-step speed and memory: meta-steps/s and peak memory per estimator, comp
 
 Default setting: the mnist_curriculum flagfile's (launchers/configs/mnist_curriculum.cfg) — 4
 genomes × 2 networks of 100-64-10, K = 4, batch 64, 10×10 MNIST (all digits, 0–4, 5–9) — with
-no validation. Every configuration (estimator × XLA × unroll length T) runs in this one
-process, one after the other: one meta-step to compile (timed separately), then `--steps`
-timed meta-steps of a `MetaTrainer` (host bookkeeping included).
+no validation. Each configuration (estimator × XLA × unroll length T) runs in a fresh subprocess
+(`--nofresh_process`: all in this process, one after the other): one meta-step to compile
+(timed separately) and 2 more, then meta-steps of a `MetaTrainer` timed for about `--seconds` (host
+bookkeeping included), then the memory measurement, then the reference rate.
 
-Memory: a thread samples this process's resident set size every millisecond while the timed
-meta-steps run; the table gives the peak above the level just before them (what the
-meta-step's tape, boundaries and buffers add), and the whole process's peak RSS at the end.
-So that freed buffers leave the process (and the next peak is seen), memory is measured over
-2 extra meta-steps with glibc's mmap threshold at 128 KiB and freed heap memory trimmed first;
-speed is timed with the threshold at 32 MiB (where glibc's dynamic threshold settles), since
-mapping every buffer anew slows small meta-steps down.
+Memory, two figures:
+- **process peak**: the subprocess's whole peak RSS (`ru_maxrss`) after its first 3 meta-steps,
+  with the default allocator — what the operating system sees for a user's `meta_train` run of
+  that configuration (compilation included);
+- **added**: the peak above the level just before 2 further meta-steps, sampled every
+  millisecond by a thread, with glibc's mmap threshold at 128 KiB and freed heap trimmed first
+  (so freed buffers leave the process): what the meta-step itself holds. Speed is timed with
+  the threshold at 32 MiB (where glibc's dynamic threshold settles), since mapping every buffer
+  anew slows small meta-steps down.
 
 FLOPs per meta-step count the matmuls and state mixings of every inner step (see
 launchers/benchmark.py: `blur_flops`) × networks × T × 3 (forward, and a backward pass that
 costs about twice the forward), plus one forward per recomputed inner step for the segmented
-estimator (all segments but the last are run twice). Elementwise work is left out.
+estimator (all segments but the last are run twice). Elementwise work is left out. The
+reference **inner GFLOP/s** is the rate of the same networks' T inner steps alone (no tape, the
+same in-graph data sampling and compile option), timed in the same process; the table gives
+the meta-step's GFLOP/s as a share of it.
 
 **Scaling** (`--devices=1,2`): meta-steps/s of the same configurations with the meta-step split
 over N replicas (README, "Distributed meta-training"), one subprocess per N (logical devices
@@ -77,8 +83,11 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
                       "subprocess (1: single device; N > 1: MirroredStrategy over N logical "
                       "CPU devices).", flag_values=fv)
     flags.DEFINE_integer("replicas", None, "Run this process's configurations over this many "
-                         "replicas and print them as JSON (what --devices runs).",
-                         flag_values=fv)
+                         "replicas (what --devices runs).", flag_values=fv)
+    flags.DEFINE_boolean("fresh_process", True, "Run each configuration in a fresh subprocess "
+                         "and report that process's whole peak RSS.", flag_values=fv)
+    flags.DEFINE_boolean("json", False, "Print this process's rows as JSON (what "
+                         "--fresh_process and --devices run).", flag_values=fv)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,35 +179,81 @@ def meta_step_flops(inner_flops: int, networks: int, config: Config, segment: in
     return float(inner_flops) * networks * (3 * config.length + recomputed)
 
 
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One configuration's measurements (see the module doc)."""
+
+    config: Config
+    rate: float  # meta-steps/s
+    added_mb: float  # peak RSS above the level before the measured meta-steps (trimmed heap)
+    process_mb: float  # whole-process peak RSS after the first 3 meta-steps, default allocator
+    compile_seconds: float  # the first meta-step
+    flops: float  # counted FLOPs per meta-step
+    inner_gflops: float  # GFLOP/s of the same networks' inner steps alone, same process
+
+    @property
+    def gflops(self) -> float:
+        return self.flops * self.rate / 1e9
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Row":
+        return cls(**{**d, "config": Config(**d["config"])})
+
+
 def run(fv=flags.FLAGS) -> str:
     configs = configs_from_flags(fv)
     if fv.devices:
         return scaling(fv)
+    if fv.fresh_process and not fv.json:
+        rows = []
+        for config in configs:
+            rows += _child_rows(fv, [f"--lengths={config.length}",
+                                     f"--estimators={config.estimator}",
+                                     f"--xla={str(config.xla).lower()}"], str(config))
+        return format_table(rows, fv, fresh=True)
     strategy = None
     if fv.replicas and fv.replicas > 1:
         from blur_tf.meta.distribute import make_strategy  # pylint: disable=g-import-not-at-top
         strategy = make_strategy("mirrored", fv.replicas)
     rows = measure(configs, fv, strategy)
-    if fv.replicas is not None:
-        return json.dumps([[dataclasses.asdict(r[0]), *r[1:]] for r in rows])
-    return format_table(rows, fv)
+    if fv.json:
+        return json.dumps([r.to_json() for r in rows])
+    return format_table(rows, fv, fresh=False)
+
+
+CHILD_FLAGS = ("--devices", "--replicas", "--fresh_process", "--nofresh_process", "--json",
+               "--nojson", "--lengths", "--estimators", "--xla", "--noxla")
+
+
+def _child_rows(fv, extra_args, what: str) -> list[Row]:
+    """The rows of `launchers.meta_benchmark` rerun in a fresh subprocess with `extra_args`."""
+    argv = [a for a in sys.argv[1:] if not a.split("=")[0] in CHILD_FLAGS]
+    if not any(a.startswith("--lengths") for a in extra_args):
+        argv += [f"--lengths={','.join(fv.lengths)}", f"--estimators={','.join(fv.estimators)}",
+                 f"--xla={','.join(fv.xla)}"]
+    command = [sys.executable, "-m", "launchers.meta_benchmark", *argv, *extra_args,
+               "--nofresh_process", "--json"]
+    result = subprocess.run(command, stdout=subprocess.PIPE, text=True,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), check=False)
+    if result.returncode:
+        raise RuntimeError(f"the subprocess for {what} failed (status {result.returncode})")
+    *progress, rows = result.stdout.strip().splitlines()
+    if progress:
+        print("\n".join(progress), flush=True)
+    return [Row.from_json(d) for d in json.loads(rows)]
 
 
 def scaling(fv) -> str:
     """Runs `measure` once per device count in a subprocess; a table of meta-steps/s."""
-    argv = [a for a in sys.argv[1:] if not a.startswith(("--devices", "--replicas"))]
     rates = {}
-    for n in device_counts(fv):
-        command = [sys.executable, "-m", "launchers.meta_benchmark", *argv, f"--replicas={n}"]
-        result = subprocess.run(command, stdout=subprocess.PIPE, text=True,
-                                env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), check=False)
-        if result.returncode:
-            raise RuntimeError(f"the {n}-device run failed (status {result.returncode})")
-        *progress, rows = result.stdout.strip().splitlines()
-        for config, rate, *_ in json.loads(rows):
-            rates[(config["estimator"], config["xla"], config["length"], n)] = rate
-        print("\n".join(f"{n} device(s): {line}" for line in progress), flush=True)
     counts = device_counts(fv)
+    for n in counts:
+        for row in _child_rows(fv, [f"--replicas={n}"], f"{n} device(s)"):
+            c = row.config
+            rates[(c.estimator, c.xla, c.length, n)] = row.rate
     lines = [f"{fv.population} genomes x {fv.meta_batch} networks, layers "
              f"{','.join(fv.layer_sizes)} hidden, K = {fv.num_states}, batch {fv.batch_size}; "
              f"meta-steps/s (speed-up vs {counts[0]} device(s))",
@@ -213,8 +268,38 @@ def scaling(fv) -> str:
     return "\n".join(lines)
 
 
-def measure(configs, fv, strategy=None) -> list:
-    """(config, meta-steps/s, MiB added, first-step seconds, FLOPs) per configuration."""
+def _process_peak_mb() -> float:
+    import resource  # pylint: disable=g-import-not-at-top
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def inner_gflops(problem, networks: int, length: int, jit: bool, seconds: float,
+                 flops_per_step: int) -> float:
+    """GFLOP/s of `length` inner steps of `networks` networks (no tape), data sampled in-graph
+    as in the meta-step: the reference rate of the meta-step at the same shape."""
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    from blur_tf import Genome  # pylint: disable=g-import-not-at-top
+    genome = Genome.random(problem.rule.num_states, population=networks)
+    synapses = problem.init_synapses(networks, seed=0)
+
+    @tf.function(jit_compile=jit)
+    def unroll(seed):
+        _, batch_fn, _ = problem.sample(seed, networks)
+        return problem.network.unroll(genome, synapses, batch_fn, length)
+
+    seed = tf.constant([0, 1])
+    tf.nest.map_structure(lambda v: v.numpy(), unroll(seed))  # compile
+    runs, elapsed = 0, 0.0
+    start = time.perf_counter()
+    while runs < 2 or elapsed < seconds:
+        tf.nest.map_structure(lambda v: v.numpy(), unroll(seed + runs))
+        runs += 1
+        elapsed = time.perf_counter() - start
+    return flops_per_step * networks * length * runs / elapsed / 1e9
+
+
+def measure(configs, fv, strategy=None) -> list[Row]:
+    """One `Row` per configuration, measured in this process one after the other."""
     from blur_tf import MetaTrainer, Rule  # pylint: disable=g-import-not-at-top
     from blur_tf.meta import ConstantSchedule, InnerProblem  # pylint: disable=g-import-not-at-top
     from blur_tf.meta.estimators import (FullUnrollGradient,  # pylint: disable=g-import-not-at-top
@@ -242,6 +327,9 @@ def measure(configs, fv, strategy=None) -> list:
         start = time.perf_counter()
         trainer.step()
         compile_seconds = time.perf_counter() - start
+        for _ in range(2):  # a user's run: the default allocator, nothing trimmed
+            trainer.step()
+        process_mb = _process_peak_mb()
         set_mmap_threshold(32 << 20)
         steps, elapsed = 0, 0.0
         start = time.perf_counter()
@@ -254,28 +342,36 @@ def measure(configs, fv, strategy=None) -> list:
         with PeakMemory() as memory:
             for _ in range(2):
                 trainer.step()
-        flops = meta_step_flops(inner, networks, config, fv.segment_length)
-        rows.append((config, rate, memory.added_mb, compile_seconds, flops))
-        print(f"{config}: {rate:.2f} meta-steps/s, +{memory.added_mb:.0f} MiB, "
-              f"first step {compile_seconds:.1f} s", flush=True)
+        reference = inner_gflops(problem, networks, config.length, config.xla, fv.seconds,
+                                 inner)
+        row = Row(config, rate, memory.added_mb, process_mb, compile_seconds,
+                  meta_step_flops(inner, networks, config, fv.segment_length), reference)
+        rows.append(row)
+        print(f"{config}: {rate:.2f} meta-steps/s ({row.gflops:.1f} GFLOP/s; inner steps "
+              f"{reference:.1f}), +{memory.added_mb:.0f} MiB trimmed, process peak "
+              f"{process_mb:.0f} MiB, first step {compile_seconds:.1f} s", flush=True)
     return rows
 
 
-def format_table(rows, fv) -> str:
-    import resource  # pylint: disable=g-import-not-at-top
-    baseline = {r[0].length: r[1] for r in rows if r[0].estimator == "full"}
+def format_table(rows: list[Row], fv, fresh: bool) -> str:
+    baseline = {r.config.length: r.rate for r in rows if r.config.estimator == "full"}
+    peak = ("whole-process peak RSS of its own fresh process, after 3 meta-steps (MiB)" if fresh
+            else "this process's peak RSS so far (cumulative over the rows above; MiB)")
     lines = [f"{fv.population} genomes x {fv.meta_batch} networks, layers {','.join(fv.layer_sizes)}"
              f" hidden, K = {fv.num_states}, batch {fv.batch_size}, segment S = "
-             f"{fv.segment_length}; peak RSS of the process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB",
-             "| estimator | XLA | T | meta-steps/s | vs full | peak memory added (MiB) | "
-             "GFLOP/meta-step | GFLOP/s | first step (s) |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for config, rate, added, compile_seconds, flops in rows:
-        speedup = (f"{rate / baseline[config.length]:.1f}×" if config.length in baseline
-                   else "—")
-        lines.append(f"| {config.estimator} | {'on' if config.xla else 'off'} | "
-                     f"{config.length} | {rate:.2f} | {speedup} | {added:.0f} | "
-                     f"{flops / 1e9:.2f} | {flops * rate / 1e9:.1f} | {compile_seconds:.1f} |")
+             f"{fv.segment_length}. 'process peak': {peak}; 'added': peak above the level before "
+             "2 meta-steps with the heap trimmed (what the meta-step itself holds); 'inner': the "
+             "GFLOP/s of the same networks' inner steps alone (no tape), same process.",
+             "| estimator | XLA | T | meta-steps/s | vs full | GFLOP/meta-step | GFLOP/s | "
+             "inner GFLOP/s | meta / inner | process peak (MiB) | added (MiB) | first step (s) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        c = r.config
+        speedup = f"{r.rate / baseline[c.length]:.1f}×" if c.length in baseline else "—"
+        lines.append(f"| {c.estimator} | {'on' if c.xla else 'off'} | {c.length} | {r.rate:.2f} "
+                     f"| {speedup} | {r.flops / 1e9:.2f} | {r.gflops:.1f} | {r.inner_gflops:.1f} "
+                     f"| {r.gflops / r.inner_gflops:.0%} | {r.process_mb:.0f} | "
+                     f"{r.added_mb:.0f} | {r.compile_seconds:.1f} |")
     return "\n".join(lines)
 
 

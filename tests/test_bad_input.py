@@ -452,6 +452,22 @@ def test_the_out_dir_lock_is_released_by_a_crash(tmp_path):
                 pass
 
 
+def test_a_holder_whose_folder_was_replaced_leaves_the_new_lock_alone(tmp_path):
+    import shutil  # pylint: disable=g-import-not-at-top
+    from blur_tf.experiment import RunDirectory  # pylint: disable=g-import-not-at-top
+    out = tmp_path / "run"
+    with RunDirectory(str(out)).lock():  # an old run, its folder deleted and reused meanwhile
+        shutil.rmtree(out)
+        second = RunDirectory(str(out)).lock()
+        second.__enter__()
+    assert (out / ".lock").exists()  # the old run's release did not remove the new lock
+    with pytest.raises(ValueError, match="is in use by another run"):
+        with RunDirectory(str(out)).lock():
+            pass
+    second.__exit__(None, None, None)  # and the new run still ends cleanly
+    assert not out.exists()
+
+
 # ----------------------------------------------------------------------------- checkpoints
 def test_a_damaged_checkpoint_falls_back_to_the_newest_that_restores(tmp_path, caplog):
     from blur_tf.meta.checkpoint import CheckpointError  # pylint: disable=g-import-not-at-top

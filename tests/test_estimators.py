@@ -50,7 +50,7 @@ def test_segmented_gradient_equals_the_full_tape(length, segment, jit):
 
 def test_two_level_checkpoints_give_the_one_level_gradient():
     """max_boundaries=2 over n = 9 segments of 2 steps: blocks of R = 5 segments, the last
-    block short and its last segment guarded (T = 17), the trajectory meta-loss (every
+    block short and its last segment short (T = 17), the trajectory meta-loss (every
     segment's loss and adjoint crosses a block boundary). The stored
     boundaries change, the arithmetic may not: same losses, gradient and final accuracy as
     the one-level scheme, which equals the full tape (test above)."""
@@ -100,9 +100,9 @@ def test_xla_segmented_training_matches_the_full_path_and_never_retraces():
         genomes.append(trainer.genome.numpy())
     assert lengths == [3, 3, 5, 5, 7, 7]
     assert trainer.trace_count == 1
-    # Each compiled segment function (full and guarded, forward and gradient) traced once.
-    assert [f.experimental_get_tracing_count() for f in estimator._forward + estimator._vjp] \
-        == [1, 1, 1, 1]
+    # Each compiled segment function (forward and gradient) traced once.
+    assert [f.experimental_get_tracing_count() for f in (estimator._forward, estimator._vjp)] \
+        == [1, 1]
     # Adam divides by √v: in gradient components near zero, float rounding can move a step by
     # a fraction of the learning rate (1e-2), so the tolerance is a tenth of one step.
     for full, fast in zip(*genomes):

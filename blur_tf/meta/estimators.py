@@ -27,7 +27,6 @@ gradient of genome g's row only depends on its own networks.
 from __future__ import annotations
 
 import abc
-import functools
 
 import tensorflow as tf
 
@@ -144,11 +143,13 @@ class SegmentedUnrollGradient(Estimator):
     `meta_loss='final'` scores the synapses after step T only (w_k = 1 for the last segment,
     0 otherwise: exactly `FullUnrollGradient`'s objective and gradient), `'trajectory'`
     averages the held-out loss after every segment (w_k = 1/n), so early speed counts as
-    much as the end point. A segment is a Python-unrolled block of S steps (steps past T are
-    skipped); its forward and its vector-Jacobian product are each one
-    `tf.function`, compiled with XLA when `jit_compile` — the whole meta-step's arithmetic
-    then runs in fused XLA kernels, while the loops over segments stay dynamic (changing T
-    never retraces). With T ≤ S there is one segment and nothing is recomputed.
+    much as the end point. A segment is a `tf.while_loop` of its S steps (fewer in a last
+    segment that S does not fill); its forward and its vector-Jacobian product are each one
+    `tf.function`, compiled with XLA when `jit_compile`, and every loop is dynamic (changing T
+    never retraces). The segment is a loop, not S steps written out, because the graph of S
+    written-out steps and their gradient made compilation take 4× longer and 1 GB more memory
+    than the whole meta-step's data. With T ≤ S there is one segment and nothing is
+    recomputed.
 
     Memory: at most `max_boundaries` = B boundaries are stored. When n > B, segments are
     grouped in n_b = ⌈n/R⌉ blocks of R = ⌈n/B⌉ segments (two-level checkpointing): the
@@ -175,52 +176,33 @@ class SegmentedUnrollGradient(Estimator):
         self.problem, self.meta_batch = problem, meta_batch
         self.segment_length, self.meta_loss = segment_length, meta_loss
         self.jit_compile, self.max_boundaries = jit_compile, max_boundaries
-        compiled = lambda fn, guarded: tf.function(functools.partial(fn, guarded=guarded),
-                                                   jit_compile=jit_compile)
-        self._forward = tuple(compiled(self._segment, g) for g in (False, True))
-        self._vjp = tuple(compiled(self._segment_vjp, g) for g in (False, True))
+        self._forward = tf.function(self._segment, jit_compile=jit_compile)
+        self._vjp = tf.function(self._segment_vjp, jit_compile=jit_compile)
 
     def with_problem(self, problem, meta_batch: int) -> "SegmentedUnrollGradient":
         return SegmentedUnrollGradient(problem, meta_batch, self.segment_length, self.meta_loss,
                                        self.jit_compile, self.max_boundaries)
 
     # ----------------------------------------------------------------------------- pieces
-    def _segment(self, genome, state, xs, ys, active, guarded: bool):
-        """The first `active` of S inner steps on batches xs [S, P, B, n], ys [S, P, B].
-
-        Unguarded (a full segment, `active` = S), the S steps run straight: one block that XLA
-        fuses freely. Guarded (the last segment when S does not divide T), each step runs under
-        a `tf.cond`. The choice is made outside the compiled functions (see `_run`).
-        """
+    def _segment(self, genome, state, xs, ys, active):
+        """The first `active` of S inner steps on batches xs [S, P, B, n], ys [S, P, B]."""
         network = self.problem.network
         members = repeat_genome(genome, self.meta_batch)
 
-        def step(state, i):
+        def step(i, state):
             forwards, backwards, _ = network.step_channel_major(members, *state, xs[i], ys[i])
-            return forwards, backwards
+            return i + 1, (forwards, backwards)
 
-        for i in range(self.segment_length):
-            if guarded:
-                state = tf.cond(i < active, lambda state=state, i=i: step(state, i),
-                                lambda state=state: state)
-            else:
-                state = step(state, i)
-        return state
+        return tf.while_loop(lambda i, _: i < active, step, (tf.constant(0), state),
+                             parallel_iterations=1, maximum_iterations=self.segment_length)[1]
 
-    def _run(self, functions, active, *args):
-        """Calls the unguarded compiled function of a pair for a full segment, else the
-        guarded one (a `tf.cond` in the outer graph: each is its own XLA cluster)."""
-        return tf.cond(active >= self.segment_length, lambda: functions[0](*args),
-                       lambda: functions[1](*args))
-
-    def _segment_vjp(self, genome, state, xs, ys, active, adjoint, weight, x_eval,
-                     y_eval, guarded: bool):
+    def _segment_vjp(self, genome, state, xs, ys, active, adjoint, weight, x_eval, y_eval):
         """(λ_k, ∂_k, losses [G], state after the segment, accuracy [P]) of segment k (class doc)."""
         num_genomes = population_of(genome)
         network = self.problem.network
         with tf.GradientTape() as tape:
             tape.watch((genome, state))
-            out = self._segment(genome, state, xs, ys, active, guarded)
+            out = self._segment(genome, state, xs, ys, active)
             logits = network.predict_channel_major(repeat_genome(genome, self.meta_batch),
                                                    out[0], x_eval)
             losses = per_genome_mean(self.problem.loss(logits, y_eval), num_genomes)
@@ -262,13 +244,20 @@ class SegmentedUnrollGradient(Estimator):
 
         def segment_data(k):
             start = k * size
-            batches = [batch_fn(start + i) for i in range(size)]
+            x, y = batch_fn(start)
+            stacks = [tf.TensorArray(t.dtype, size=size, element_shape=t.shape).write(0, t)
+                      for t in (x, y)]
+            _, stacks = tf.while_loop(
+                lambda i, _: i < size,
+                lambda i, stacks: (i + 1, [s.write(i, t) for s, t in
+                                           zip(stacks, batch_fn(start + i))]),
+                (tf.constant(1), stacks), parallel_iterations=1)
             active = tf.clip_by_value(length - start, 0, size)
-            return tf.stack([x for x, _ in batches]), tf.stack([y for _, y in batches]), active
+            return stacks[0].stack(), stacks[1].stack(), active
 
         def forward(k, state):
             xs, ys, active = segment_data(k)
-            return self._run(self._forward, active, genome, state, xs, ys, active)
+            return self._forward(genome, state, xs, ys, active)
 
         def stored(count, first_state):
             return [tf.TensorArray(t.dtype, size=count, element_shape=t.shape).write(0, t)
@@ -295,9 +284,8 @@ class SegmentedUnrollGradient(Estimator):
             else:
                 weight = 1.0 / tf.cast(num_segments, tf.float32)
             xs, ys, active = segment_data(k)
-            adjoint, d_segment, segment_losses, out, segment_accuracy = self._run(
-                self._vjp, active, genome, start_state, xs, ys, active, adjoint, weight,
-                *eval_batch)
+            adjoint, d_segment, segment_losses, out, segment_accuracy = self._vjp(
+                genome, start_state, xs, ys, active, adjoint, weight, *eval_batch)
             d_genome = tf.nest.map_structure(tf.add, d_genome, d_segment)
             final_state = tf.nest.map_structure(lambda new, old: tf.where(is_last, new, old),
                                                 out, final_state)
