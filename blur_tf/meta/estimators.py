@@ -146,10 +146,10 @@ class SegmentedUnrollGradient(Estimator):
     much as the end point. A segment is a `tf.while_loop` of its S steps (fewer in a last
     segment that S does not fill); its forward and its vector-Jacobian product are each one
     `tf.function`, compiled with XLA when `jit_compile`, and every loop is dynamic (changing T
-    never retraces). The segment is a loop, not S steps written out, because the graph of S
-    written-out steps and their gradient made compilation take 4× longer and 1 GB more memory
-    than the whole meta-step's data. With T ≤ S there is one segment and nothing is
-    recomputed.
+    never retraces). A loop rather than S written-out steps: those (and their gradient) made
+    the compiled graphs S times larger, the first meta-step 4× slower and the process peak
+    about 1 GB higher (mnist_curriculum setting, T = 10). With T ≤ S there is one segment and
+    nothing is recomputed.
 
     Memory: at most `max_boundaries` = B boundaries are stored. When n > B, segments are
     grouped in n_b = ⌈n/R⌉ blocks of R = ⌈n/B⌉ segments (two-level checkpointing): the
