@@ -369,7 +369,7 @@ def format_table(rows: list[Row], fv, fresh: bool) -> str:
         c = r.config
         speedup = f"{r.rate / baseline[c.length]:.1f}×" if c.length in baseline else "—"
         lines.append(f"| {c.estimator} | {'on' if c.xla else 'off'} | {c.length} | {r.rate:.2f} "
-                     f"| {speedup} | {r.flops / 1e9:.2f} | {r.gflops:.1f} | {r.inner_gflops:.1f} "
+                     f"| {speedup} | {r.flops / 1e9:.3g} | {r.gflops:.3g} | {r.inner_gflops:.3g} "
                      f"| {r.gflops / r.inner_gflops:.0%} | {r.process_mb:.0f} | "
                      f"{r.added_mb:.0f} | {r.compile_seconds:.1f} |")
     return "\n".join(lines)
