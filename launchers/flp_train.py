@@ -24,36 +24,60 @@ import time
 import numpy as np
 from absl import app, flags, logging
 
-from launchers import call_or_exit, flag_parser, parse_ints, settings_or_exit
+from blur_tf.evaluation.episodes import evaluate_episodes
+from blur_tf.experiment import Interrupted, RunDirectory
+from blur_tf.files import atomic_write
+from blur_tf.flp import FlpNetwork
+from blur_tf.meta.algorithms.gradient import GradientMetaTraining, MetaTrainingDiverged
+from blur_tf.meta.checkpoint import CheckpointError
+from blur_tf.meta.episodes import EpisodeProblem
+from blur_tf.meta.outer_loop import OuterLoop
+from blur_tf.meta.schedules import ConstantSchedule
+from blur_tf.tasks.sine import SineEpisodes
+from launchers import call_or_exit, exit_with_error, flag_parser, parse_ints, settings_or_exit
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("learner", "flp", ["flp", "gradient"], "Inner learner.")
-flags.DEFINE_integer("plastic_layers", 2, "N: plastic (last) layers; 1 with flp = feature reuse.")
-flags.DEFINE_list("layer_sizes", ["300"] * 5 + ["900"] + ["300"] * 2,
-                  "Hidden layer sizes (the paper's 9 weight layers: 8 hidden).")
-flags.DEFINE_enum("order", "iid", ["iid", "continual"], "Presentation order of an episode.")
-flags.DEFINE_integer("num_functions", 10, "Sinusoids per episode.")
-flags.DEFINE_integer("steps_per_function", 40, "Batches per function (episode: K·S steps).")
-flags.DEFINE_integer("batch_size", 32, "Examples per inner step.")
-flags.DEFINE_integer("pool_size", 400, "Fixed meta-training pool of functions.")
-flags.DEFINE_integer("query_points", 32, "Fresh query points per function after an episode.")
-flags.DEFINE_integer("meta_steps", 20000, "Meta-steps (one Adam step each).")
-flags.DEFINE_integer("meta_batch", 1, "Episodes per meta-step.")
-flags.DEFINE_float("learning_rate", 1e-4, "Adam rate of W, c, B, b, β.")
-flags.DEFINE_float("plasticity_learning_rate", 1e-8, "Adam rate of the plasticity α.")
-flags.DEFINE_float("clip_norm", 0.0, "Per-genome global-norm gradient clipping (0: none).")
-flags.DEFINE_float("inner_learning_rate", 0.003, "SGD rate of --learner=gradient.")
-flags.DEFINE_float("feedback_strength", 0.5, "Initial β.")
-flags.DEFINE_string("init_params", "", "params.npz of another run to start from (its W and c; "
-                    "and the rest if the learners match): the paper starts the gradient "
-                    "learner from FLP's weights.")
-flags.DEFINE_integer("eval_episodes", 50, "Fresh evaluation episodes.")
-flags.DEFINE_integer("seed", 0, "Run seed (initial params, episodes).")
-flags.DEFINE_integer("log_every", 100, "Log period in meta-steps.")
-flags.DEFINE_integer("checkpoint_every", 200, "Checkpoint period in meta-steps.")
-flags.DEFINE_string("out_dir", None, "Output folder (required).")
-flags.DEFINE_string("tfds_manual_dir", None, "Unused (the experiment runner passes it).")
-flags.DEFINE_string("data_dir", None, "Unused (the experiment runner passes it).")
+
+
+def define_flags(fv: flags.FlagValues = FLAGS) -> None:
+    """Defines this launcher's flags on `fv` (the global FLAGS when run as a program)."""
+    define = lambda kind, name, default, text, *args: kind(name, default, *args, text,
+                                                           flag_values=fv)
+    define(flags.DEFINE_enum, "learner", "flp", "Inner learner.", ["flp", "gradient"])
+    define(flags.DEFINE_integer, "plastic_layers", 2, "N: plastic (last) layers; 1 with flp = "
+           "feature reuse.")
+    define(flags.DEFINE_list, "layer_sizes", ["300"] * 5 + ["900"] + ["300"] * 2,
+           "Hidden layer sizes (the paper's 9 weight layers: 8 hidden).")
+    define(flags.DEFINE_enum, "order", "iid", "Presentation order of an episode.",
+           ["iid", "continual"])
+    define(flags.DEFINE_integer, "num_functions", 10, "Sinusoids per episode.")
+    define(flags.DEFINE_integer, "steps_per_function", 40, "Batches per function (episode: "
+           "K·S steps).")
+    define(flags.DEFINE_integer, "batch_size", 32, "Examples per inner step.")
+    define(flags.DEFINE_integer, "pool_size", 400, "Fixed meta-training pool of functions.")
+    define(flags.DEFINE_integer, "query_points", 32, "Fresh query points per function after "
+           "an episode.")
+    define(flags.DEFINE_integer, "meta_steps", 20000, "Meta-steps (one Adam step each).")
+    define(flags.DEFINE_integer, "meta_batch", 1, "Episodes per meta-step.")
+    define(flags.DEFINE_float, "learning_rate", 1e-4, "Adam rate of W, c, B, b, β.")
+    define(flags.DEFINE_float, "plasticity_learning_rate", 1e-8, "Adam rate of the plasticity "
+           "α.")
+    define(flags.DEFINE_float, "clip_norm", 0.0, "Per-genome global-norm gradient clipping "
+           "(0: none).")
+    define(flags.DEFINE_float, "inner_learning_rate", 0.003, "SGD rate of --learner=gradient.")
+    define(flags.DEFINE_float, "feedback_strength", 0.5, "Initial β.")
+    define(flags.DEFINE_string, "init_params", "", "params.npz of another run to start from "
+           "(its W and c; the rest too if the learners match): the paper starts the gradient "
+           "learner from FLP's weights.")
+    define(flags.DEFINE_integer, "eval_episodes", 50, "Fresh evaluation episodes.")
+    define(flags.DEFINE_integer, "seed", 0, "Run seed (initial params, episodes).")
+    define(flags.DEFINE_integer, "log_every", 100, "Log period in meta-steps.")
+    define(flags.DEFINE_integer, "checkpoint_every", 200, "Checkpoint period in meta-steps.")
+    define(flags.DEFINE_string, "out_dir", None, "Output folder (required).")
+    define(flags.DEFINE_string, "tfds_manual_dir", None, "Unused (set by the experiment "
+           "runner).")
+    define(flags.DEFINE_string, "data_dir", None, "Unused (set by the experiment runner).")
+
 
 RESUMABLE = ("log_every", "checkpoint_every", "eval_episodes", "tfds_manual_dir", "data_dir",
              "meta_steps")
@@ -83,9 +107,6 @@ def settings(fv) -> dict:
 
 def build(values: dict):
     """(problem, initial params or None): the network and episodes of the flags."""
-    from blur_tf.flp import FlpNetwork  # pylint: disable=g-import-not-at-top
-    from blur_tf.meta.episodes import EpisodeProblem  # pylint: disable=g-import-not-at-top
-    from blur_tf.tasks.sine import SineEpisodes  # pylint: disable=g-import-not-at-top
     episodes = SineEpisodes(values["num_functions"], values["steps_per_function"],
                             values["batch_size"], values["order"], values["pool_size"],
                             query_points=values["query_points"])
@@ -103,7 +124,6 @@ def build(values: dict):
 
 def save_params(path: str, params) -> None:
     """params.npz: leaf `field/layer` arrays (atomic)."""
-    from blur_tf.files import atomic_write  # pylint: disable=g-import-not-at-top
     arrays = {f"{field}/{l}": np.asarray(v) for field, values in zip(type(params)._fields, params)
               for l, v in enumerate(values)}
     atomic_write(path, lambda f: np.savez(f, **arrays), binary=True)
@@ -127,11 +147,6 @@ def load_params(path: str, template):
 
 def run(values: dict) -> dict:
     """Meta-trains, evaluates and writes the run folder (module doc); the summary."""
-    from blur_tf.evaluation.episodes import evaluate_episodes  # pylint: disable=g-import-not-at-top
-    from blur_tf.experiment import RunDirectory  # pylint: disable=g-import-not-at-top
-    from blur_tf.meta.algorithms.gradient import GradientMetaTraining  # pylint: disable=g-import-not-at-top
-    from blur_tf.meta.outer_loop import OuterLoop  # pylint: disable=g-import-not-at-top
-    from blur_tf.meta.schedules import ConstantSchedule  # pylint: disable=g-import-not-at-top
     run_dir = RunDirectory(values["out_dir"])
     problem, initial = build(values)
     with run_dir.lock():
@@ -171,12 +186,9 @@ def run(values: dict) -> dict:
 
 def main(argv):
     values = settings_or_exit("flp_train", argv, settings, FLAGS)
-    from blur_tf.meta.algorithms.gradient import MetaTrainingDiverged  # pylint: disable=g-import-not-at-top
-    from blur_tf.experiment import Interrupted  # pylint: disable=g-import-not-at-top
     try:
         call_or_exit("flp_train", run, values)
-    except MetaTrainingDiverged as e:
-        from launchers import exit_with_error  # pylint: disable=g-import-not-at-top
+    except (MetaTrainingDiverged, CheckpointError) as e:
         exit_with_error("flp_train", e, status=1)
     except Interrupted as e:
         logging.warning("%s", e)
@@ -185,4 +197,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags(FLAGS)
     app.run(main, flags_parser=flag_parser("flp_train"))

@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from blur_tf import flp
+from blur_tf.evaluation.episodes import evaluate_episodes
 from blur_tf.meta.algorithms.gradient import GradientMetaTraining
 from blur_tf.meta.episodes import EpisodeProblem
 from blur_tf.meta.estimators import FullUnrollGradient
@@ -131,6 +132,9 @@ def test_meta_gradient_finite_and_nonzero_for_every_field():
     assert np.all(np.isfinite(losses))
     assert all(np.any(g.numpy() != 0) for g in gradients.plasticity)
     assert all(np.all(g.numpy() == 0) for g in gradients.feedback + gradients.feedback_strength)
+    # α's gradient dominates the global norm: clipping by it would starve the weights
+    norm = lambda values: np.sqrt(sum(np.sum(np.square(v.numpy())) for v in values))
+    assert norm(gradients.plasticity) > 10 * norm(gradients.weights + gradients.biases)
     params = params._replace(plasticity=tuple(np.full_like(a, 1e-3) for a in params.plasticity))
     losses, gradients = _meta_gradient(problem, params)
     for field, values in zip(flp.FlpParams._fields, gradients):
@@ -199,3 +203,39 @@ def test_per_field_learning_rates_and_meta_training_lowers_the_loss():
         limit = 40 * (1e-5 if field == "plasticity" else 3e-3) * 1.01
         assert 0 < m <= limit, (field, m)
     assert algorithm.recent_losses.numpy()[0] < first[0]
+
+
+def test_episode_evaluation_references():
+    problem = _problem(order="continual")
+    network, episodes = problem.network, problem.episodes
+    frozen = evaluate_episodes(network, network.initial_params(1, 0), episodes, 3, seed=5)
+    assert frozen["mse"] == pytest.approx(frozen["mse_no_plasticity"], rel=1e-6)
+    assert frozen["interference"] == 0.0  # α = 0: nothing changes within the episode
+    params = network.initial_params(1, 0)
+    params = params._replace(plasticity=tuple(np.full_like(a, 1e-3) for a in params.plasticity))
+    plastic = evaluate_episodes(network, params, episodes, 3, seed=5)
+    assert plastic["interference"] > 0 and plastic["mse"] != frozen["mse"]
+    assert plastic["mse_zero"] == frozen["mse_zero"] > 0  # the same fresh episodes
+    _, _, _, y_query = episodes.sample(tf.constant([5, 12345], tf.int64), 3, "eval")
+    assert frozen["mse_zero"] == pytest.approx(float(np.mean(y_query.numpy() ** 2)), rel=1e-6)
+    with pytest.raises(ValueError, match="num_episodes"):
+        evaluate_episodes(network, params, episodes, 0)
+
+
+def test_flp_train_refuses_bad_flags(tmp_path):
+    from absl import flags  # pylint: disable=g-import-not-at-top
+    from launchers import flp_train  # pylint: disable=g-import-not-at-top
+    fv = flags.FlagValues()
+    flp_train.define_flags(fv)
+    for bad, message in (("--clip_norm=-1", "--clip_norm"), ("--meta_batch=0", "--meta_batch"),
+                         ("--plasticity_learning_rate=0", "--plasticity_learning_rate"),
+                         ("--layer_sizes=10,x", "layer_sizes")):
+        fv.unparse_flags()
+        fv(["flp_train", f"--out_dir={tmp_path}", bad])
+        with pytest.raises(ValueError, match=message):
+            flp_train.settings(fv)
+    fv.unparse_flags()
+    fv(["flp_train", f"--out_dir={tmp_path}", "--init_params=/nonexistent.npz",
+        "--layer_sizes=4"])
+    with pytest.raises(ValueError, match="--init_params"):
+        flp_train.build(flp_train.settings(fv))
