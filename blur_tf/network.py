@@ -153,6 +153,11 @@ class BlurNetwork:
                                       is_output=l == self.num_layers - 1)
         return states[:, 0]
 
+    def outputs(self, genome: Genome, synapses, x):
+        """Logits [P, B, n_L] of synapses in the public layout, built inline (no checks): the
+        network interface the estimators use (`FlpNetwork.outputs` is the other)."""
+        return self.predict_channel_major(genome, self.to_channel_major(synapses)[0], x)
+
     def to_channel_major(self, synapses):
         pairs = [to_channel_major(w, v, self.rule) for w, v in synapses]
         forwards = tuple(w for w, _ in pairs)

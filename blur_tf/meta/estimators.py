@@ -79,7 +79,8 @@ class Estimator(abc.ABC):
           state: `init_state(G·meta_batch, …)`.
           seed: int64 [2], the stateless seed of this outer step.
           length: int32 scalar, the schedule's length.
-        Diagnostics hold per-member `task_ids` [G·M] and held-out `accuracy` [G·M].
+        Diagnostics hold per-member `task_ids` [G·M] and `accuracy` [G·M], the problem's held-out
+        `metric` (accuracy; the query MSE of `episodes.EpisodeProblem`).
         """
 
     def __call__(self, params, state, seed, length):
@@ -117,14 +118,13 @@ class FullUnrollGradient(Estimator):
                         if not isinstance(v, tf.Variable)])
             members = repeat_genome(params, self.meta_batch)
             final = network.unroll(members, state, batch_fn, length)
-            forwards, _ = network.to_channel_major(final)
-            logits = network.predict_channel_major(members, forwards, x_eval)
-            losses = per_genome_mean(self.problem.loss(logits, y_eval), num_genomes)
+            outputs = network.outputs(members, final, x_eval)
+            losses = per_genome_mean(self.problem.loss(outputs, y_eval), num_genomes)
             total = tf.reduce_sum(losses)
         gradients = tape.gradient(total, leaves,
                                   unconnected_gradients=tf.UnconnectedGradients.ZERO)
         return (losses, tf.nest.pack_sequence_as(params, gradients),
-                {"task_ids": task_ids, "accuracy": accuracy(logits, y_eval)})
+                {"task_ids": task_ids, "accuracy": self.problem.metric(outputs, y_eval)})
 
 
 class SegmentedUnrollGradient(Estimator):

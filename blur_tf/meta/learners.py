@@ -10,6 +10,10 @@ the population (row g of each [G, …] variable) is an independent optimization:
   than `max_abs_value` (default `genome.MAX_ABS_VALUE`, 100: learned genomes stay within a
   few units; a blown-up learning rate makes the first Adam step about as large as the
   learning rate itself, and a genome at ±1e6 only ever produces non-finite losses afterwards);
+* `learning_rate` is one rate, or one per variable (per-field meta-learning rates, e.g. FLP's
+  much smaller rate for its plasticity coefficients). Clipping scales a genome's whole gradient
+  row, so it leaves Adam's direction and step size per value unchanged unless a gradient falls
+  to the order of `epsilon` (see docs/flp.md);
 * `sync(best)` copies genome `best`'s parameters *and* optimizer moments to every row, which is
   the paper's synchronization of its parallel runs at curriculum stages.
 
@@ -40,7 +44,8 @@ class PopulationAdam(tf.Module):
 
     Args:
       params: list of `tf.Variable`s, all with leading axis G (the genome fields).
-      learning_rate, beta_1, beta_2, epsilon: Adam's hyper-parameters.
+      learning_rate: Adam's step size, a float or a sequence of one float per variable.
+      beta_1, beta_2, epsilon: Adam's other hyper-parameters.
       clip_norm: per-genome global-norm clipping threshold (None or 0: no clipping).
       max_abs_value: an update that would leave any genome value beyond ± this is skipped.
     """
@@ -49,16 +54,20 @@ class PopulationAdam(tf.Module):
                  beta_2: float = 0.999, epsilon: float = 1e-8, clip_norm: float | None = 1.0,
                  max_abs_value: float = MAX_ABS_VALUE, name: str = "population_adam"):
         super().__init__(name=name)
-        if not learning_rate > 0:
-            raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
+        self.params = list(params)
+        rates = (list(learning_rate) if isinstance(learning_rate, (list, tuple))
+                 else [learning_rate] * len(self.params))
+        if len(rates) != len(self.params) or not all(r > 0 for r in rates):
+            raise ValueError(f"learning_rate must be > 0 (one or one per variable: "
+                             f"{len(self.params)}), got {learning_rate}")
         if clip_norm is not None and clip_norm < 0:
             raise ValueError(f"clip_norm must be >= 0 or None, got {clip_norm}")
         if not max_abs_value > 0:
             raise ValueError(f"max_abs_value must be > 0, got {max_abs_value}")
         self.max_abs_value = float(max_abs_value)
         self.learning_rate, self.beta_1, self.beta_2 = learning_rate, beta_1, beta_2
+        self.learning_rates = [float(r) for r in rates]
         self.epsilon, self.clip_norm = epsilon, clip_norm or None
-        self.params = list(params)
         num_genomes = int(self.params[0].shape[0])
         self.first_moments = [tf.Variable(tf.zeros_like(p), trainable=False, name="m")
                               for p in self.params]
@@ -83,11 +92,12 @@ class PopulationAdam(tf.Module):
         correction = (tf.sqrt(1.0 - tf.pow(self.beta_2, steps))
                       / (1.0 - tf.pow(self.beta_1, steps)))
         candidates = []
-        for p, m, v, g in zip(self.params, self.first_moments, self.second_moments, gradients):
+        for p, m, v, g, rate in zip(self.params, self.first_moments, self.second_moments,
+                                    gradients, self.learning_rates):
             g = tf.where(_row_mask(finite, p), g * _row_mask(scale, p), tf.zeros_like(g))
             new_m = self.beta_1 * m + (1.0 - self.beta_1) * g
             new_v = self.beta_2 * v + (1.0 - self.beta_2) * tf.square(g)
-            new_p = p - (self.learning_rate * _row_mask(correction, p) * new_m
+            new_p = p - (rate * _row_mask(correction, p) * new_m
                          / (tf.sqrt(new_v) + self.epsilon))
             candidates.append((new_p, new_m, new_v))
         within = [tf.reduce_all(tf.reshape(tf.abs(new_p) <= self.max_abs_value,  # NaN: False

@@ -29,8 +29,9 @@ from typing import Sequence
 
 import tensorflow as tf
 
+from blur_tf.genome import Genome
 from blur_tf.meta import seeds
-from blur_tf.network import BlurNetwork
+from blur_tf.network import BlurNetwork, accuracy
 from blur_tf.rule import Rule
 from blur_tf.tasks.base import TaskSource
 
@@ -119,9 +120,21 @@ class InnerProblem:
         self.num_classes = max(int(t.num_classes) for t in tasks)
         self.network = BlurNetwork([self.input_size, *self.hidden_sizes, self.num_classes], rule)
 
+    metric_name = "acc"
+
     @property
     def num_tasks(self) -> int:
         return len(self.tasks)
+
+    def initial_params(self, seed: int, population: int, transform_std: float = 0.5,
+                       synapse_update: float = 0.05) -> Genome:
+        """The meta-parameters meta-training starts from: `Genome.random` of the rule's K."""
+        return Genome.random(self.rule.num_states, seed=seed, population=population,
+                             transform_std=transform_std, synapse_update=synapse_update)
+
+    def check_params(self, genome) -> None:
+        """ValueError unless `genome` is a genome for this problem's rule."""
+        self.rule.check_genome(genome)
 
     def init_synapses(self, population: int, seed: int):
         """Fresh synapses for `population` networks (eager; passed into the compiled step)."""
@@ -170,3 +183,7 @@ class InnerProblem:
     def loss(self, logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
         """Per-member meta-loss [P]: the objective of scaled state 0."""
         return self.objective(logits * self.logit_scale, labels)
+
+    def metric(self, logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+        """Per-member score [P] reported in logs: held-out accuracy."""
+        return accuracy(logits, labels)

@@ -13,6 +13,7 @@ from blur_tf.meta.algorithms.cma import CmaEs
 from blur_tf.meta.algorithms.gradient import GradientMetaTraining
 from blur_tf.meta.estimators import FullUnrollGradient, SegmentedUnrollGradient
 from blur_tf.meta.truncated import TruncatedUnrollGradient
+from blur_tf.network import BlurNetwork
 
 ALGORITHMS = {"gradient": GradientMetaTraining, "cma": CmaEs}
 
@@ -39,4 +40,6 @@ def make_estimator(name: str, problem, population: int, meta_batch: int, **optio
     """The registered estimator `name`; ValueError for an unknown name or a bad combination."""
     if name not in ESTIMATORS:
         raise ValueError(f"unknown estimator {name!r}; one of {sorted(ESTIMATORS)}")
+    if name != "full" and not isinstance(problem.network, BlurNetwork):
+        raise ValueError(f"--estimator={name} runs BLUR networks only; use --estimator=full")
     return ESTIMATORS[name](problem, population, meta_batch, **options)

@@ -132,6 +132,7 @@ def _summary_metrics(folder: str) -> dict:
     for key in ("meta_steps", "generations", "meta_steps_per_second", "generations_per_second"):
         if summary.get(key) is not None:
             metrics[key] = summary[key]
+    metrics.update(summary.get("metrics") or {})  # a launcher's own evaluation (flp_train)
     return metrics
 
 

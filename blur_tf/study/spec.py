@@ -37,7 +37,7 @@ import shlex
 from blur_tf.rule import Rule
 from blur_tf.study.measures import OPTIONS
 
-LAUNCHERS = ("meta_train", "cma_train")
+LAUNCHERS = ("meta_train", "cma_train", "flp_train")
 KINDS = tuple(OPTIONS)  # the evaluation kinds of blur_tf.study.measures
 _NO_NAMES = tuple(f.name for f in dataclasses.fields(Rule) if f.name.startswith("no"))
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")

@@ -8,6 +8,11 @@ update is skipped, counted, logged and never applied). After `max_consecutive_sk
 meta-steps in a row (no genome update applied), or when every meta-step of the run was
 skipped at its end, the run stops with `MetaTrainingDiverged`.
 
+Meta-parameters: the problem's (`problem.initial_params`, checked by `problem.check_params`):
+a BLUR `Genome` for `InnerProblem`, `flp.FlpParams` for `episodes.EpisodeProblem`; any
+NamedTuple whose leaves have the population G as leading axis. `field_learning_rates` gives
+fields their own Adam rate (FLP's plasticity coefficients).
+
 Best genome: by validation (`accept`); without a validator, the lowest smoothed meta-loss.
 At the start of a new schedule stage a population of G > 1 genomes is synchronized to the
 best one (parameters and Adam moments; paper §4.2). With a `tf.distribute` strategy the
@@ -30,7 +35,7 @@ import tensorflow as tf
 
 from blur_tf.genome import Genome
 from blur_tf.meta import distribute, seeds
-from blur_tf.meta.estimators import Estimator, FullUnrollGradient
+from blur_tf.meta.estimators import Estimator, FullUnrollGradient, population_of
 from blur_tf.meta.learners import PopulationAdam
 from blur_tf.meta.outer_loop import OuterAlgorithm, check_count
 from blur_tf.meta.problem import InnerProblem
@@ -44,11 +49,34 @@ class MetaTrainingDiverged(RuntimeError):
 
 
 class _GenomeVariables(tf.Module):
-    """Checkpoint container of the genome variables (by field name)."""
+    """Checkpoint container of the meta-parameter variables (by field name)."""
 
-    def __init__(self, genome: Genome):
+    def __init__(self, genome):
         super().__init__(name="genome")
-        self.fields = dict(zip(Genome._fields, genome))
+        self.fields = dict(zip(type(genome)._fields, genome))
+
+
+def take(params, indices):
+    """The members `indices` of a meta-parameter NamedTuple (every leaf gathered on axis 0)."""
+    return tf.nest.map_structure(lambda v: tf.gather(tf.convert_to_tensor(v, tf.float32), indices),
+                                 params)
+
+
+def as_variables(params):
+    """Fresh trainable `tf.Variable`s holding the leaves of a meta-parameter NamedTuple."""
+    return tf.nest.map_structure(lambda v: tf.Variable(tf.convert_to_tensor(v, tf.float32)),
+                                 params)
+
+
+def field_rates(params, learning_rate: float, field_learning_rates: dict | None) -> list:
+    """One Adam rate per leaf: `field_learning_rates[field]` or `learning_rate`."""
+    rates = dict(field_learning_rates or {})
+    unknown = sorted(set(rates) - set(type(params)._fields))
+    if unknown:
+        raise ValueError(f"field_learning_rates names unknown fields {unknown}; fields: "
+                         f"{list(type(params)._fields)}")
+    return [rates.get(field, learning_rate) for field, value in zip(type(params)._fields, params)
+            for _ in tf.nest.flatten(value)]
 
 
 @dataclasses.dataclass
@@ -75,7 +103,7 @@ class GradientMetaTraining(OuterAlgorithm):
                  genome: Genome | None = None, identical_init: bool = False,
                  transform_std: float = 0.5, synapse_update: float = 0.05,
                  max_consecutive_skips: int = 20, estimator: Estimator | None = None,
-                 learner=None, strategy=None):
+                 learner=None, strategy=None, field_learning_rates: dict | None = None):
         self.population = check_count("population", population, 1)
         self.meta_batch = check_count("meta_batch", meta_batch, 1)
         self.max_consecutive_skips = check_count("max_consecutive_skips",
@@ -84,19 +112,21 @@ class GradientMetaTraining(OuterAlgorithm):
         distribute.replica_share(self.meta_batch, strategy)
         self.problem = problem
         if genome is None:
-            genome = Genome.random(problem.rule.num_states, seed=self.seed,
-                                   population=1 if identical_init else self.population,
-                                   transform_std=transform_std, synapse_update=synapse_update)
-        problem.rule.check_genome(genome)
-        if genome.population == 1 and self.population > 1:
-            genome = genome.take([0] * self.population)
-        if genome.population != self.population:
-            raise ValueError(f"initial genome has population {genome.population}, the trainer "
-                             f"has population {self.population}")
+            genome = problem.initial_params(
+                self.seed, 1 if identical_init else self.population,
+                transform_std=transform_std, synapse_update=synapse_update)
+        problem.check_params(genome)
+        if population_of(genome) == 1 and self.population > 1:
+            genome = take(genome, [0] * self.population)
+        if population_of(genome) != self.population:
+            raise ValueError(f"initial genome has population {population_of(genome)}, the "
+                             f"trainer has population {self.population}")
+        rates = field_rates(genome, learning_rate, field_learning_rates)
         with strategy.scope() if strategy else contextlib.nullcontext():
-            self.genome = genome.as_variables()
+            self.genome = (genome.as_variables() if isinstance(genome, Genome)
+                           else as_variables(genome))
             self.estimator = estimator or FullUnrollGradient(problem, self.meta_batch)
-            self.learner = learner or PopulationAdam(list(self.genome), learning_rate,
+            self.learner = learner or PopulationAdam(tf.nest.flatten(self.genome), rates,
                                                      clip_norm=clip_norm)
             counter = lambda name, value=0: tf.Variable(value, dtype=tf.int64, trainable=False,
                                                         name=name)
@@ -141,14 +171,14 @@ class GradientMetaTraining(OuterAlgorithm):
     def candidates(self) -> Genome:
         return self.genome
 
-    def best_genome(self) -> Genome:
-        return self.genome.take([int(self.best_index.numpy())])
+    def best_genome(self):
+        return take(self.genome, [int(self.best_index.numpy())])
 
     # ----------------------------------------------------------------------------- meta-step
     def _meta_step(self, state, seed, length):
         self.trace_count += 1  # Python side effect: runs once per trace
         losses, gradients, diagnostics = self._gradient(self.genome, state, seed, length)
-        applied, norms = self.learner.apply(gradients, losses)
+        applied, norms = self.learner.apply(tf.nest.flatten(gradients), losses)
         return losses, applied, norms, diagnostics["task_ids"], diagnostics["accuracy"]
 
     def step(self, step: int, length: int) -> StepResult:
@@ -244,8 +274,9 @@ class GradientMetaTraining(OuterAlgorithm):
         rate = len(window) / max(sum(seconds for _, seconds in window), 1e-9)
         length = window[-1][0].length
         skipped = int(self.skipped.numpy())
-        log.info("meta-step %d/%d  T=%d  loss %.4f  train acc %s  skipped %d meta-steps, %d "
+        log.info("meta-step %d/%d  T=%d  loss %.4f  train %s %s  skipped %d meta-steps, %d "
                  "genome updates  %.2f steps/s", step, total, length, mean(losses),
+                 self.problem.metric_name,
                  " ".join(f"{k}={v:.3f}" for k, v in task_accuracy.items()),
                  int(self.skipped_meta_steps.numpy()), skipped, rate)
         if summaries:
