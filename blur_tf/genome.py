@@ -242,18 +242,27 @@ class Genome(NamedTuple):
 
     @classmethod
     def load(cls, path: str) -> "Genome":
-        """Reads a genome written by `save`; ValueError if the file is not a valid genome."""
+        """Reads a genome written by `save` (a path, or a shipped genome's name, see
+        `resolve_genome_path`); ValueError if it is not a valid genome."""
         return cls.load_with_metadata(path)[0]
 
     @classmethod
+    def load_shipped(cls, name: str) -> "Genome":
+        """The shipped genome `name` (one of `shipped_genome_names()`, e.g. "mnist_fast")."""
+        if name not in shipped_genome_names():
+            raise ValueError(f"no shipped genome {name!r} (shipped: "
+                             f"{', '.join(shipped_genome_names())})")
+        return cls.load(os.path.join(shipped_genomes_dir(), name + ".json"))
+
+    @classmethod
     def load_with_metadata(cls, path: str) -> tuple["Genome", dict]:
-        """(genome, its `metadata` dict or {}) from a file written by `save`.
+        """(genome, its `metadata` dict or {}) from a file written by `save`, or from the shipped
+        genome of that name (`resolve_genome_path`).
 
         The meta-trainer records provenance there, including the `rule` the genome was trained
         under (`Rule.from_dict(metadata["rule"])`).
         """
-        if not os.path.isfile(path):
-            raise ValueError(f"genome file {path} does not exist")
+        path = resolve_genome_path(path)
         try:
             with open(path) as f:
                 d = json.load(f)
@@ -267,6 +276,34 @@ class Genome(NamedTuple):
         if not isinstance(metadata, dict):
             raise ValueError(f"genome file {path}: metadata must be a JSON object")
         return genome, metadata
+
+
+def shipped_genomes_dir() -> str:
+    """The folder of the shipped genomes (`NAME.json` and its card `NAME.md`): `genomes/` inside
+    the installed package (package data), or the repository's `genomes/` in a source checkout."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    installed = os.path.join(package, "genomes")
+    return installed if os.path.isdir(installed) else os.path.join(os.path.dirname(package),
+                                                                   "genomes")
+
+
+def shipped_genome_names() -> list[str]:
+    """Names of the shipped genomes, sorted (`Genome.load_shipped(name)`, `--genome=name`)."""
+    folder = shipped_genomes_dir()
+    if not os.path.isdir(folder):
+        return []
+    return sorted(f[:-len(".json")] for f in os.listdir(folder) if f.endswith(".json"))
+
+
+def resolve_genome_path(path_or_name: str) -> str:
+    """A genome file: `path_or_name` itself when it is a file, else the shipped genome of that
+    name (`mnist_fast` -> .../genomes/mnist_fast.json); ValueError listing the shipped names."""
+    if os.path.isfile(path_or_name):
+        return path_or_name
+    if path_or_name in shipped_genome_names():
+        return os.path.join(shipped_genomes_dir(), path_or_name + ".json")
+    raise ValueError(f"genome file {path_or_name} does not exist and is not a shipped genome "
+                     f"(shipped: {', '.join(shipped_genome_names()) or 'none found'})")
 
 
 def _largest(values: np.ndarray) -> str:

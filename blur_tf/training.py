@@ -99,9 +99,12 @@ def check_config(values: Mapping) -> Config:
     for flag, specs in (("tasks", tasks), ("validation_tasks", validation),
                         ("test_tasks", test)):
         _check_specs(flag, specs)
-    if values["init_genome"] and backprop_init_lr(values["init_genome"]) is None \
-            and not os.path.isfile(values["init_genome"]):
-        raise ValueError(f"--init_genome: no such file {values['init_genome']}")
+    if values["init_genome"] and backprop_init_lr(values["init_genome"]) is None:
+        from blur_tf.genome import resolve_genome_path  # pylint: disable=g-import-not-at-top
+        try:
+            resolve_genome_path(values["init_genome"])
+        except ValueError as e:
+            raise ValueError(f"--init_genome: {e}") from None
     try:
         rule = config.rule_from_values(values)
     except ValueError as e:

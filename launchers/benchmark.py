@@ -179,6 +179,11 @@ def main(argv, fv: flags.FlagValues | None = None):
     run(settings_or_exit("benchmark", argv, settings_from_flags, fv or flags.FLAGS))
 
 
-if __name__ == "__main__":
+def cli():
+    """Entry point of `blur-benchmark` (pyproject.toml) and of `python -m`."""
     define_flags(flags.FLAGS)
     app.run(main, flags_parser=flag_parser("benchmark"))
+
+
+if __name__ == "__main__":
+    cli()

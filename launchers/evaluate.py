@@ -39,8 +39,8 @@ DEFAULT_STEPS = (1, 5, 10, 20, 50, 100, 200)
 
 def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
     """Defines this launcher's flags on `fv` (the global FLAGS when run as a program)."""
-    flags.DEFINE_string("genome", "backprop", "genome.json path, 'backprop' or 'none'.",
-                        flag_values=fv)
+    flags.DEFINE_string("genome", "backprop", "genome.json path, shipped genome name (e.g. "
+                        "mnist_fast), 'backprop' or 'none'.", flag_values=fv)
     flags.DEFINE_integer("genome_member", 0, "Population member of the genome file to "
                          "evaluate; -1 evaluates every member (best per horizon).",
                          flag_values=fv)
@@ -243,6 +243,11 @@ def main(argv, fv: flags.FlagValues | None = None):
     return 0
 
 
-if __name__ == "__main__":
+def cli():
+    """Entry point of `blur-evaluate` (pyproject.toml) and of `python -m`."""
     define_flags(flags.FLAGS)
     app.run(main, flags_parser=flag_parser("evaluate"))
+
+
+if __name__ == "__main__":
+    cli()

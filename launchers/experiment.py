@@ -73,6 +73,11 @@ def main(argv, fv: flags.FlagValues = flags.FLAGS):
     print(runner.markdown_table(results), flush=True)
 
 
-if __name__ == "__main__":
+def cli():
+    """Entry point of `blur-experiment` (pyproject.toml) and of `python -m`."""
     define_flags(flags.FLAGS)
     app.run(main, flags_parser=flag_parser("experiment"))
+
+
+if __name__ == "__main__":
+    cli()

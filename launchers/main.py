@@ -66,6 +66,11 @@ def main(argv):
           flush=True)
 
 
-if __name__ == "__main__":
+def cli():
+    """Entry point of `blur-main` (pyproject.toml) and of `python -m`."""
     app.run(main, argv=[sys.argv[0], f"--flagfile={CONFIG}", f"--out_dir={DEFAULT_OUT_DIR}",
                         *sys.argv[1:]], flags_parser=flag_parser("main"))
+
+
+if __name__ == "__main__":
+    cli()

@@ -289,6 +289,11 @@ def main(argv):
     print(table, flush=True)
 
 
-if __name__ == "__main__":
+def cli():
+    """Entry point of `blur-meta-benchmark` (pyproject.toml) and of `python -m`."""
     define_flags()
     app.run(main, flags_parser=flag_parser("meta_benchmark"))
+
+
+if __name__ == "__main__":
+    cli()

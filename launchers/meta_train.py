@@ -56,5 +56,10 @@ def main(argv):
     training_flags.run_or_exit("meta_train", training.GRADIENT, NAMES, RESUMABLE, argv)
 
 
-if __name__ == "__main__":
+def cli():
+    """Entry point of `blur-meta-train` (pyproject.toml) and of `python -m`."""
     app.run(main, flags_parser=flag_parser("meta_train"))
+
+
+if __name__ == "__main__":
+    cli()

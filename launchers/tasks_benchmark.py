@@ -78,5 +78,10 @@ def main(argv):
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
-if __name__ == "__main__":
+def cli():
+    """Entry point of `blur-tasks-benchmark` (pyproject.toml) and of `python -m`."""
     app.run(main, flags_parser=flag_parser("tasks_benchmark"))
+
+
+if __name__ == "__main__":
+    cli()
