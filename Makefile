@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test bazel-test benchmark meta-benchmark meta-benchmark-scaling genome-mnist-fast genome-mnist-scratch clean
+.PHONY: run test lint bazel-test benchmark meta-benchmark meta-benchmark-scaling genome-mnist-fast genome-mnist-scratch clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,11 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests
+
+# ruff, configured in pyproject.toml: lint, then the format check (docs/development.md).
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 BAZEL ?= bazel
 BAZEL_FLAGS ?=

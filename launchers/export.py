@@ -165,6 +165,7 @@ def time_learner(path: str, settings: Settings, repeats: int = 5) -> dict:
     call per batch, after one warm-up pass; the median over `repeats` passes.
     """
     import tensorflow as tf
+
     from blur_tf.network import BlurModel, BlurNetwork
 
     sizes, batch = settings.layer_sizes, settings.batch_size or 64

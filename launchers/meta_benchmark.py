@@ -215,10 +215,9 @@ def scaling(fv) -> str:
 
 def measure(configs, fv, strategy=None) -> list:
     """(config, meta-steps/s, MiB added, first-step seconds, FLOPs) per configuration."""
-    from blur_tf import MetaTrainer, Rule  # pylint: disable=g-import-not-at-top
-    from blur_tf.meta import ConstantSchedule, InnerProblem  # pylint: disable=g-import-not-at-top
-    from blur_tf.meta.estimators import (FullUnrollGradient,  # pylint: disable=g-import-not-at-top
-                                         SegmentedUnrollGradient)
+    from blur_tf import Rule  # pylint: disable=g-import-not-at-top
+    from blur_tf.meta import InnerProblem  # pylint: disable=g-import-not-at-top
+    from blur_tf.progress import Progress  # pylint: disable=g-import-not-at-top
     from blur_tf.tasks import get_task  # pylint: disable=g-import-not-at-top
     from launchers.benchmark import blur_flops  # pylint: disable=g-import-not-at-top
     specs = [s.strip() for v in fv.tasks for s in v.split(";") if s.strip()]
@@ -229,44 +228,55 @@ def measure(configs, fv, strategy=None) -> list:
     networks = fv.population * fv.meta_batch
     inner = blur_flops(problem.network.layer_sizes, rule, fv.batch_size)
     rows = []
-    for config in configs:
-        if config.estimator == "full":
-            estimator = FullUnrollGradient(problem, fv.meta_batch)
-        else:
-            estimator = SegmentedUnrollGradient(problem, fv.meta_batch, fv.segment_length,
-                                                jit_compile=config.xla)
-        trainer = MetaTrainer(problem, ConstantSchedule(config.length),
-                              population=fv.population, meta_batch=fv.meta_batch,
-                              estimator=estimator, log_every=0, validate_every=0,
-                              checkpoint_every=0, strategy=strategy)
-        start = time.perf_counter()
-        trainer.step()
-        compile_seconds = time.perf_counter() - start
-        set_mmap_threshold(32 << 20)
-        steps, elapsed = 0, 0.0
-        start = time.perf_counter()
-        while steps < 2 or elapsed < fv.seconds:
-            trainer.step()
-            steps += 1
-            elapsed = time.perf_counter() - start
-        rate = steps / elapsed
-        set_mmap_threshold(128 << 10)
-        with PeakMemory() as memory:
-            for _ in range(2):
-                trainer.step()
-        flops = meta_step_flops(inner, networks, config, fv.segment_length)
-        rows.append((config, rate, memory.added_mb, compile_seconds, flops))
-        print(f"{config}: {rate:.2f} meta-steps/s, +{memory.added_mb:.0f} MiB, "
-              f"first step {compile_seconds:.1f} s", flush=True)
+    with Progress("configuration", "meta_benchmark") as progress:
+        for config in configs:
+            rows.append(measure_one(config, fv, problem, strategy, networks, inner))
+            progress.print(f"{rows[-1][0]}: {rows[-1][1]:.2f} meta-steps/s, +{rows[-1][2]:.0f} "
+                           f"MiB, first step {rows[-1][3]:.1f} s")
+            progress.update(len(rows), len(configs))
     return rows
+
+
+def measure_one(config, fv, problem, strategy, networks, inner) -> tuple:
+    """`measure`'s row of one configuration."""
+    from blur_tf import MetaTrainer  # pylint: disable=g-import-not-at-top
+    from blur_tf.meta import ConstantSchedule  # pylint: disable=g-import-not-at-top
+    from blur_tf.meta.estimators import FullUnrollGradient, SegmentedUnrollGradient  # pylint: disable=g-import-not-at-top
+    if config.estimator == "full":
+        estimator = FullUnrollGradient(problem, fv.meta_batch)
+    else:
+        estimator = SegmentedUnrollGradient(problem, fv.meta_batch, fv.segment_length,
+                                            jit_compile=config.xla)
+    trainer = MetaTrainer(problem, ConstantSchedule(config.length),
+                          population=fv.population, meta_batch=fv.meta_batch,
+                          estimator=estimator, log_every=0, validate_every=0,
+                          checkpoint_every=0, strategy=strategy)
+    start = time.perf_counter()
+    trainer.step()
+    compile_seconds = time.perf_counter() - start
+    set_mmap_threshold(32 << 20)
+    steps, elapsed = 0, 0.0
+    start = time.perf_counter()
+    while steps < 2 or elapsed < fv.seconds:
+        trainer.step()
+        steps += 1
+        elapsed = time.perf_counter() - start
+    rate = steps / elapsed
+    set_mmap_threshold(128 << 10)
+    with PeakMemory() as memory:
+        for _ in range(2):
+            trainer.step()
+    flops = meta_step_flops(inner, networks, config, fv.segment_length)
+    return config, rate, memory.added_mb, compile_seconds, flops
 
 
 def format_table(rows, fv) -> str:
     import resource  # pylint: disable=g-import-not-at-top
     baseline = {r[0].length: r[1] for r in rows if r[0].estimator == "full"}
-    lines = [f"{fv.population} genomes x {fv.meta_batch} networks, layers {','.join(fv.layer_sizes)}"
-             f" hidden, K = {fv.num_states}, batch {fv.batch_size}, segment S = "
-             f"{fv.segment_length}; peak RSS of the process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB",
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    lines = [f"{fv.population} genomes x {fv.meta_batch} networks, layers "
+             f"{','.join(fv.layer_sizes)} hidden, K = {fv.num_states}, batch {fv.batch_size}, "
+             f"segment S = {fv.segment_length}; peak RSS of the process {peak_mb:.0f} MiB",
              "| estimator | XLA | T | meta-steps/s | vs full | peak memory added (MiB) | "
              "GFLOP/meta-step | GFLOP/s | first step (s) |",
              "|---|---|---|---|---|---|---|---|---|"]

@@ -438,6 +438,7 @@ def test_a_second_run_on_one_out_dir_is_refused_at_once(launcher, argv, tmp_path
 
 def test_the_out_dir_lock_is_released_by_a_crash(tmp_path):
     import multiprocessing  # pylint: disable=g-import-not-at-top
+
     from blur_tf.experiment import RunDirectory  # pylint: disable=g-import-not-at-top
     context = multiprocessing.get_context("fork")
     parent, child = context.Pipe()

@@ -9,8 +9,13 @@ import pytest
 import tensorflow as tf
 
 from blur_tf import Genome, MetaTrainer, Rule
-from blur_tf.meta import (FullUnrollGradient, InnerProblem, SegmentedUnrollGradient,
-                          TruncatedUnrollGradient, parse_schedule)
+from blur_tf.meta import (
+    FullUnrollGradient,
+    InnerProblem,
+    SegmentedUnrollGradient,
+    TruncatedUnrollGradient,
+    parse_schedule,
+)
 from blur_tf.tasks import TaskFamily, get_task
 from tests.test_meta import LAUNCHER_ARGS, kill_after_checkpoint, launch
 

@@ -9,8 +9,7 @@ import signal
 import numpy as np
 import pytest
 
-from blur_tf.meta import StopRequest
-from blur_tf.meta import outer_loop
+from blur_tf.meta import StopRequest, outer_loop
 from tests import test_cma, test_meta
 
 GRADIENT_TAGS = {"meta/loss", "meta/train_accuracy/toy.and", "meta/train_accuracy/toy.xor",
