@@ -5,7 +5,7 @@ figure is the median over `--repeats` runs of `--steps` steps. FLOPs count the m
 every matmul and state mixing (2 per multiply-add) in each step, as implemented; elementwise
 work (activations, normalization, gates) is left out of both counts.
 
-    python -m launchers.benchmark            # the README table
+    python -m launchers.benchmark            # the table of docs/benchmarks.md
     python -m launchers.benchmark --layer_sizes=100,64,10 --num_states=2 --xla=false
 
 Flags are checked before any timing; a bad value exits with status 2 and a one-line message.

@@ -11,7 +11,7 @@ each the accuracy of its learned genome after T inner steps on toy tasks it neve
 next to a random genome (that seed's starting point) and the majority-class rate, and ends with
 the headline: the held-out mean of the learned genomes over the seeds (mean, min, max). The
 headline does not hinge on one meta-training trajectory, which floating-point differences
-between CPU types can change (README, "Reproducibility").
+between CPU types can change (docs/reproducibility.md).
 """
 
 from __future__ import annotations

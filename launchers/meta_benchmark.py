@@ -1,6 +1,6 @@
 r"""Meta-step speed and memory: meta-steps/s and peak memory per estimator, compile option and T.
 
-    python -m launchers.meta_benchmark --tfds_manual_dir=../shared/data      # the README table
+    python -m launchers.meta_benchmark --tfds_manual_dir=../shared/data   # docs/meta-training.md
     python -m launchers.meta_benchmark --lengths=10 --estimators=segmented --xla=true
 
 Default setting: the mnist_curriculum flagfile's (launchers/configs/mnist_curriculum.cfg) — 4
@@ -23,7 +23,7 @@ costs about twice the forward), plus one forward per recomputed inner step for t
 estimator (all segments but the last are run twice). Elementwise work is left out.
 
 **Scaling** (`--devices=1,2`): meta-steps/s of the same configurations with the meta-step split
-over N replicas (README, "Distributed meta-training"), one subprocess per N (logical devices
+over N replicas (docs/distributed.md), one subprocess per N (logical devices
 must be configured before TensorFlow initializes): N = 1 is the single-device trainer (no
 strategy), N > 1 `MirroredStrategy` over N logical CPU devices (`--replicas=N`, the flag those
 subprocesses get). Every N must divide `--meta_batch`. On a machine with GPUs the same code

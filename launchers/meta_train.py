@@ -12,7 +12,7 @@ Writes into --out_dir:
   ckpt/         checkpoints; rerunning the same command resumes from the latest one.
   flags.json    the flags of the run (a rerun with different training flags is refused).
 
-Distributed (README, "Distributed meta-training"): `--strategy=mirrored` splits every meta-step
+Distributed (docs/distributed.md): `--strategy=mirrored` splits every meta-step
 over this machine's GPUs (or `--cpu_devices=N` logical CPU devices), `--strategy=multi_worker`
 over the workers of `TF_CONFIG` (run the same command on every worker); `--meta_batch` must be
 divisible by the number of replicas. Only the chief writes into --out_dir.

@@ -93,7 +93,7 @@ def test_omniglot_refusal_points_to_omniglot_small(tmp_path):
 
 # --------------------------------------------------------------------------- the real zips
 def test_counts_against_an_independent_walk_of_the_zips(manual):
-    """Identical alphabet folders, distinct alphabets/characters/drawings (README numbers)."""
+    """Identical alphabet folders, distinct alphabets/characters/drawings (docs/tasks.md)."""
     folders = collections.defaultdict(list)  # alphabet -> [{relative path: sha256}] per zip
     digests = set()
     for name in og.ZIPS:

@@ -90,8 +90,7 @@ def cluster_config(environ=os.environ) -> dict:
     text = environ.get("TF_CONFIG")
     if not text:
         raise ValueError("--strategy=multi_worker needs the TF_CONFIG environment variable "
-                         "(cluster and task of this worker; see README, Distributed "
-                         "meta-training)")
+                         "(cluster and task of this worker; see docs/distributed.md)")
     try:
         config = json.loads(text)
         workers = config["cluster"]["worker"]
