@@ -46,7 +46,7 @@ def installed(tmp_path_factory):
         else:
             os.makedirs(source, exist_ok=True)
             shutil.copy(src, source / name)
-    _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+    _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-cache-dir", "--no-deps", "--no-build-isolation",
           "--no-index", "--wheel-dir", str(tmp / "dist"), str(source)], cwd=tmp)
     (wheel,) = glob.glob(str(tmp / "dist" / "*.whl"))
     venv = tmp / "venv"
@@ -55,7 +55,7 @@ def installed(tmp_path_factory):
     with open(os.path.join(site, "zz_host_dependencies.pth"), "w") as f:
         f.write(sysconfig.get_paths()["purelib"] + "\n")
     _run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install",
-          "--quiet", "--no-deps", "--no-index", wheel], cwd=tmp)
+          "--quiet", "--no-cache-dir", "--no-deps", "--no-index", wheel], cwd=tmp)
     outside = tmp / "elsewhere"
     outside.mkdir()
     return wheel, venv / "bin", outside
