@@ -46,8 +46,9 @@ def installed(tmp_path_factory):
         else:
             os.makedirs(source, exist_ok=True)
             shutil.copy(src, source / name)
-    _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-cache-dir", "--no-deps", "--no-build-isolation",
-          "--no-index", "--wheel-dir", str(tmp / "dist"), str(source)], cwd=tmp)
+    _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-cache-dir", "--no-deps",
+          "--no-build-isolation", "--no-index", "--wheel-dir", str(tmp / "dist"), str(source)],
+         cwd=tmp)
     (wheel,) = glob.glob(str(tmp / "dist" / "*.whl"))
     venv = tmp / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], cwd=tmp)
