@@ -15,9 +15,8 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PAGES = ["README.md", *sorted(glob.glob(os.path.join(ROOT, "docs", "*.md"))),
-         *sorted(glob.glob(os.path.join(ROOT, "genomes", "*.md"))),
-         *sorted(glob.glob(os.path.join(ROOT, "experiments", "*.md")))]
+PAGES = ["README.md", *[os.path.relpath(p, ROOT) for folder in ("docs", "genomes", "experiments")
+                        for p in sorted(glob.glob(os.path.join(ROOT, folder, "*.md")))]]
 COMMAND = re.compile(r"(?:python -m launchers\.([a-z_]+)\b|\bblur-([a-z][a-z-]*))")
 ABSL_SPECIAL = {"flagfile", "undefok", "help", "helpfull", "helpshort", "helpxml"}
 
@@ -93,7 +92,7 @@ def test_documented_commands_name_existing_launchers_and_flags(page, launcher_fl
             flag = token[2:].split("=", 1)[0]
             if flag not in known and not (flag.startswith("no") and flag[2:] in known):
                 problems.append(f"{name}: unknown flag --{flag}")
-    assert not problems, f"{os.path.relpath(page, ROOT)}: {sorted(set(problems))}"
+    assert not problems, f"{page}: {sorted(set(problems))}"
 
 
 def test_readme_is_a_landing_page_whose_links_exist():
