@@ -78,6 +78,7 @@ def _coefficients(out_dir):
         return json.load(f)["coefficients"]
 
 
+@pytest.mark.slow  # end to end: two worker processes and a single-device reference run
 def test_two_workers_give_the_single_device_genome_and_only_the_chief_writes(tmp_path):
     ports = _free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}

@@ -145,6 +145,7 @@ LAUNCHERS = {
 }
 
 
+@pytest.mark.slow  # end to end: three launcher processes per trainer, one killed
 @pytest.mark.parametrize("name", LAUNCHERS)
 def test_sigkill_and_resume_gives_the_uninterrupted_genome(name, tmp_path):
     module, args, total, changed_flag, tolerance, checks = LAUNCHERS[name]
