@@ -1,12 +1,13 @@
-# Two entry points (see README): `make run` (main job) and `make test` (test suite).
+# Entry points (README.md, docs/install.md, docs/development.md): `make run` (main job), `make test`
+# (test suite, quick tier), `make test-slow` (its long end-to-end cases) and `make lint` (ruff).
 # Both create or reuse the virtual environment .venv in this checkout and install the pinned
-# requirements into it first. `make bazel-test` runs the suite again under Bazel (README, "Bazel");
+# requirements into it first. `make bazel-test` runs the suite again under Bazel (docs/bazel.md);
 # it installs no Bazel: when `bazel` is not on PATH it says how to get it and stops.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test bazel-test benchmark meta-benchmark meta-benchmark-scaling genome-mnist-fast genome-mnist-scratch clean
+.PHONY: run test test-slow lint bazel-test benchmark meta-benchmark meta-benchmark-scaling genome-mnist-fast genome-mnist-scratch clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +18,18 @@ $(VENV)/.installed: requirements.txt
 run: $(VENV)/.installed
 	$(PY) -m launchers.main
 
+# The quick tier; the long end-to-end cases (marker `slow`) run with `make test-slow`, and both
+# under `.ci/run` and Bazel (docs/development.md).
 test: $(VENV)/.installed
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -m "not slow" tests
+
+test-slow: $(VENV)/.installed
+	$(PY) -m pytest -q -m slow tests
+
+# ruff, configured in pyproject.toml: lint, then the format check (docs/development.md).
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 BAZEL ?= bazel
 BAZEL_FLAGS ?=
@@ -29,7 +40,7 @@ bazel-test:
 	@command -v $(BAZEL) >/dev/null 2>&1 || { \
 	  echo "make bazel-test: '$(BAZEL)' is not on PATH; nothing was installed. Install Bazel first," >&2; \
 	  echo "  on Debian/Ubuntu (Bazel 4.2.3, ~38 MB): sudo apt-get install -y bazel-bootstrap" >&2; \
-	  echo "  or Bazel 7+ through Bazelisk (uses MODULE.bazel; see README, section Bazel)." >&2; \
+	  echo "  or Bazel 7+ through Bazelisk (uses MODULE.bazel; see docs/bazel.md)." >&2; \
 	  exit 1; }
 	@$(MAKE) --no-print-directory $(VENV)/.installed
 	BLUR_TFDS_MANUAL_DIR="$(BLUR_TFDS_MANUAL_DIR)" $(BAZEL) test $(BAZEL_FLAGS) //...
@@ -40,8 +51,8 @@ benchmark: $(VENV)/.installed
 meta-benchmark: $(VENV)/.installed
 	BLUR_TFDS_MANUAL_DIR="$(BLUR_TFDS_MANUAL_DIR)" $(PY) -m launchers.meta_benchmark
 
-# meta-steps/s on 1 device and under MirroredStrategy on 2 logical CPU devices (README,
-# "Distributed meta-training"); run it on an idle machine.
+# meta-steps/s on 1 device and under MirroredStrategy on 2 logical CPU devices
+# (docs/distributed.md); run it on an idle machine.
 meta-benchmark-scaling: $(VENV)/.installed
 	BLUR_TFDS_MANUAL_DIR="$(BLUR_TFDS_MANUAL_DIR)" $(PY) -m launchers.meta_benchmark \
 	  --devices=1,2 --estimators=full --lengths=10,50

@@ -2,8 +2,8 @@
 
 from blur_tf.genome import Genome
 from blur_tf.layers import BlurDense
+from blur_tf.meta import CmaTrainer, MetaTrainer
 from blur_tf.network import BlurModel, BlurNetwork
 from blur_tf.rule import Rule
-from blur_tf.meta import CmaTrainer, MetaTrainer
 
 __all__ = ["Genome", "Rule", "BlurDense", "BlurNetwork", "BlurModel", "MetaTrainer", "CmaTrainer"]

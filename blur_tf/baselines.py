@@ -29,7 +29,7 @@ same held-out examples for every config.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -230,7 +230,7 @@ class BaselineSweep:
                                    reduce_retracing=True)
 
     def init(self, seeds: Sequence[int], init_rule: Rule | None = None):
-        """(params, optimizer state) with config axes [L, S]; every lr starts from each seed's net."""
+        """(params, optimizer state), config axes [L, S]; each lr starts from each seed's net."""
         num_lrs = len(self.learning_rates)
         params = tf.nest.map_structure(
             lambda t: tf.tile(t[None], [num_lrs] + [1] * t.shape.rank),

@@ -139,11 +139,12 @@ class RunDirectory:
         return {k: previous[k] for k in TIMING_KEYS if k in previous}
 
     @staticmethod
-    def train(trainer, total: int):
+    def train(trainer, total: int, progress=None):
         """`trainer.train(total)` resuming from its checkpoint, SIGTERM / SIGINT turned into a
-        checkpoint and `Interrupted`; the train result otherwise (any trainer)."""
+        checkpoint and `Interrupted`; the train result otherwise (any trainer). `progress`:
+        called as `progress(done, total)` after every step (`blur_tf.progress.Progress.update`)."""
         with StopRequest() as stop:
-            result = trainer.train(total, resume=True, stop=stop)
+            result = trainer.train(total, resume=True, stop=stop, progress=progress)
         if result.interrupted:
             raise Interrupted(result.signum)
         return result

@@ -45,7 +45,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf

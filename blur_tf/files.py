@@ -6,7 +6,8 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Any, Callable, IO
+from collections.abc import Callable
+from typing import IO, Any
 
 
 def atomic_write(path: str, write: Callable[[IO], Any], binary: bool = False) -> None:

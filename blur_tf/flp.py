@@ -20,7 +20,8 @@ Biases are never plastic. The gradient learner's params hold no feedback fields 
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf

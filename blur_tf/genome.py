@@ -92,7 +92,7 @@ class Genome(NamedTuple):
     # ----------------------------------------------------------------------------- factories
     @classmethod
     def random(cls, num_states: int, seed: int = 0, population: int = 1,
-               transform_std: float = 0.5, synapse_update: float = 0.05) -> "Genome":
+               transform_std: float = 0.5, synapse_update: float = 0.05) -> Genome:
         """A random genome, as the paper's meta-training starts from.
 
         Transforms ν, μ, ν̃, μ̃ ~ N(0, transform_std²); gates f = η = 1 and f̃ = 1 (as the reference
@@ -119,14 +119,14 @@ class Genome(NamedTuple):
             oja_multiplier=full(0.01), saturation=full(1.0))
 
     @classmethod
-    def backprop(cls, learning_rate: float, population: int = 1) -> "Genome":
+    def backprop(cls, learning_rate: float, population: int = 1) -> Genome:
         """The genome that turns one inner step of `Rule.backprop()` into one SGD step.
 
         State 0 carries activations, state 1 the (negative) gradient. ν sends input state 0 to both
         output states (the backprop activation then maps them to φ(h) and φ′(h)); μ = I passes the
         feedback state down (the multiplicative backward mode multiplies it by φ′); ν̃ = I and
-        μ̃ = [[0, 1], [1, 0]] make synapse channel 0 the outer product (pre state 0) ⊗ (post state 1),
-        i.e. x̃ ⊗ δ; η̃ = +learning_rate because `error` feedback injects onehot(y) − softmax, the
+        μ̃ = [[0, 1], [1, 0]] make synapse channel 0 the outer product (pre state 0) ⊗ (post state
+        1), i.e. x̃ ⊗ δ; η̃ = +learning_rate because `error` feedback injects onehot(y) − softmax, the
         *negative* gradient of the cross-entropy. Keep gates are 1, so W ← W − lr·∂L/∂W exactly.
         """
         k, p = 2, population
@@ -145,35 +145,35 @@ class Genome(NamedTuple):
             oja_multiplier=tile(0.0), saturation=tile(1.0))
 
     @classmethod
-    def from_arrays(cls, **fields) -> "Genome":
+    def from_arrays(cls, **fields) -> Genome:
         """Builds a genome of float32 constants from array-likes, validating names and shapes."""
         return cls.from_dict({"coefficients": fields})
 
     # ----------------------------------------------------------------------------- conversions
-    def numpy(self) -> "Genome":
+    def numpy(self) -> Genome:
         """The same genome with numpy float32 leaves (reads variables)."""
         return Genome(*[np.asarray(tf.convert_to_tensor(v), np.float32) for v in self])
 
-    def as_tensors(self) -> "Genome":
+    def as_tensors(self) -> Genome:
         """The same genome with `tf.Tensor` leaves (reads variables; differentiable)."""
         return Genome(*[tf.convert_to_tensor(v, tf.float32) for v in self])
 
-    def as_variables(self, trainable: bool = True) -> "Genome":
+    def as_variables(self, trainable: bool = True) -> Genome:
         """A genome of fresh `tf.Variable`s holding these values (for meta-training)."""
         return Genome(*[tf.Variable(tf.convert_to_tensor(v, tf.float32), trainable=trainable,
                                     name=name) for name, v in zip(self._fields, self)])
 
-    def assign(self, other: "Genome") -> None:
+    def assign(self, other: Genome) -> None:
         """Assigns `other`'s values into this genome's variables."""
         for variable, value in zip(self, other):
             variable.assign(tf.convert_to_tensor(value, tf.float32))
 
-    def take(self, indices) -> "Genome":
+    def take(self, indices) -> Genome:
         """The genomes of the given population members, e.g. `genome.take([0])`."""
         return Genome(*[tf.gather(tf.convert_to_tensor(v, tf.float32), indices) for v in self])
 
     @staticmethod
-    def concat(genomes) -> "Genome":
+    def concat(genomes) -> Genome:
         """Stacks several genomes (with equal K) along the population axis."""
         genomes = list(genomes)
         _check_same_states(genomes)
@@ -192,7 +192,7 @@ class Genome(NamedTuple):
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Genome":
+    def from_dict(cls, d: dict) -> Genome:
         """Inverse of `to_dict`; ValueError naming the problem on anything malformed: another
         format or version, missing or unknown fields, wrong shapes, values not finite or beyond
         ±MAX_ABS_VALUE."""
@@ -241,19 +241,28 @@ class Genome(NamedTuple):
         write_json_atomic(path, d)
 
     @classmethod
-    def load(cls, path: str) -> "Genome":
-        """Reads a genome written by `save`; ValueError if the file is not a valid genome."""
+    def load(cls, path: str) -> Genome:
+        """Reads a genome written by `save` (a path, or a shipped genome's name, see
+        `resolve_genome_path`); ValueError if it is not a valid genome."""
         return cls.load_with_metadata(path)[0]
 
     @classmethod
-    def load_with_metadata(cls, path: str) -> tuple["Genome", dict]:
-        """(genome, its `metadata` dict or {}) from a file written by `save`.
+    def load_shipped(cls, name: str) -> Genome:
+        """The shipped genome `name` (one of `shipped_genome_names()`, e.g. "mnist_fast")."""
+        if name not in shipped_genome_names():
+            raise ValueError(f"no shipped genome {name!r} (shipped: "
+                             f"{', '.join(shipped_genome_names())})")
+        return cls.load(os.path.join(shipped_genomes_dir(), name + ".json"))
+
+    @classmethod
+    def load_with_metadata(cls, path: str) -> tuple[Genome, dict]:
+        """(genome, its `metadata` dict or {}) from a file written by `save`, or from the shipped
+        genome of that name (`resolve_genome_path`).
 
         The meta-trainer records provenance there, including the `rule` the genome was trained
         under (`Rule.from_dict(metadata["rule"])`).
         """
-        if not os.path.isfile(path):
-            raise ValueError(f"genome file {path} does not exist")
+        path = resolve_genome_path(path)
         try:
             with open(path) as f:
                 d = json.load(f)
@@ -267,6 +276,34 @@ class Genome(NamedTuple):
         if not isinstance(metadata, dict):
             raise ValueError(f"genome file {path}: metadata must be a JSON object")
         return genome, metadata
+
+
+def shipped_genomes_dir() -> str:
+    """The folder of the shipped genomes (`NAME.json` and its card `NAME.md`): `genomes/` inside
+    the installed package (package data), or the repository's `genomes/` in a source checkout."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    installed = os.path.join(package, "genomes")
+    return installed if os.path.isdir(installed) else os.path.join(os.path.dirname(package),
+                                                                   "genomes")
+
+
+def shipped_genome_names() -> list[str]:
+    """Names of the shipped genomes, sorted (`Genome.load_shipped(name)`, `--genome=name`)."""
+    folder = shipped_genomes_dir()
+    if not os.path.isdir(folder):
+        return []
+    return sorted(f[:-len(".json")] for f in os.listdir(folder) if f.endswith(".json"))
+
+
+def resolve_genome_path(path_or_name: str) -> str:
+    """A genome file: `path_or_name` itself when it is a file, else the shipped genome of that
+    name (`mnist_fast` -> .../genomes/mnist_fast.json); ValueError listing the shipped names."""
+    if os.path.isfile(path_or_name):
+        return path_or_name
+    if path_or_name in shipped_genome_names():
+        return os.path.join(shipped_genomes_dir(), path_or_name + ".json")
+    raise ValueError(f"genome file {path_or_name} does not exist and is not a shipped genome "
+                     f"(shipped: {', '.join(shipped_genome_names()) or 'none found'})")
 
 
 def _largest(values: np.ndarray) -> str:

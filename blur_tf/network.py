@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import re
 import warnings
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import keras
 import numpy as np
@@ -253,7 +253,7 @@ def _with_population(t):
 
 MIN_NORMALIZED_BATCH = 32  # BlurModel warns of smaller predict/evaluate batches
 _BATCH_ERROR_PREFIX = "BlurModel: bad batch: "
-_BATCH_ERROR = re.compile(r"^assertion failed: \[(%s.*)\]$" % re.escape(_BATCH_ERROR_PREFIX),
+_BATCH_ERROR = re.compile(rf"^assertion failed: \[({re.escape(_BATCH_ERROR_PREFIX)}.*)\]$",
                           re.MULTILINE)
 
 

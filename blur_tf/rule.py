@@ -99,7 +99,7 @@ class Rule:
                 raise ValueError(f"Rule.{field} must be a bool, got {getattr(self, field)!r}")
 
     @classmethod
-    def backprop(cls, activation: str = "tanh") -> "Rule":
+    def backprop(cls, activation: str = "tanh") -> Rule:
         """The rule under which `Genome.backprop(lr)` performs exact SGD on cross-entropy."""
         if activation not in _BASE_ACTIVATIONS:
             raise ValueError(f"activation {activation!r}; one of {tuple(_BASE_ACTIVATIONS)}")
@@ -113,7 +113,7 @@ class Rule:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Rule":
+    def from_dict(cls, d: dict) -> Rule:
         unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             raise ValueError(f"unknown Rule options {unknown}")
@@ -123,7 +123,7 @@ class Rule:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "Rule":
+    def from_json(cls, text: str) -> Rule:
         return cls.from_dict(json.loads(text))
 
     def check_genome(self, genome: Genome) -> None:
@@ -249,7 +249,7 @@ def backward(genome: Genome, rule: Rule, lower: tf.Tensor, upper: tf.Tensor,
 
 
 def hebbian(genome: Genome, pre: tf.Tensor, post: tf.Tensor, channels: int) -> tf.Tensor:
-    """Step 5's Hebbian term: ΔW[i, j, c] = mean_b Σ_{e,d} pre[b, i, e]·ν̃[e, c]·μ̃[c, d]·post[b, j, d].
+    """Step 5's Hebbian term: ΔW[i, j, c] = mean_b Σ_{e,d} pre[b,i,e]·ν̃[e,c]·μ̃[c,d]·post[b,j,d].
 
     pre [P, K, B, n], post [P, K, B, m] → ΔW [P, channels, n, m]; `channels` = 1 computes only
     channel 0 (single-channel synapses).

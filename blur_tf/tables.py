@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-from typing import Sequence
+from collections.abc import Sequence
 
 from blur_tf.files import atomic_write
 

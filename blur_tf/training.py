@@ -18,10 +18,11 @@ import dataclasses
 import logging
 import math
 import os
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 from blur_tf import config
 from blur_tf.experiment import RunDirectory, peak_rss_mb
+from blur_tf.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -99,9 +100,12 @@ def check_config(values: Mapping) -> Config:
     for flag, specs in (("tasks", tasks), ("validation_tasks", validation),
                         ("test_tasks", test)):
         _check_specs(flag, specs)
-    if values["init_genome"] and backprop_init_lr(values["init_genome"]) is None \
-            and not os.path.isfile(values["init_genome"]):
-        raise ValueError(f"--init_genome: no such file {values['init_genome']}")
+    if values["init_genome"] and backprop_init_lr(values["init_genome"]) is None:
+        from blur_tf.genome import resolve_genome_path  # pylint: disable=g-import-not-at-top
+        try:
+            resolve_genome_path(values["init_genome"])
+        except ValueError as e:
+            raise ValueError(f"--init_genome: {e}") from None
     try:
         rule = config.rule_from_values(values)
     except ValueError as e:
@@ -184,6 +188,7 @@ def _run(app: Application, values: Mapping, command: str, cfg: Config, strategy,
          run_dir: RunDirectory) -> dict:
     """`run` once the flags are checked and the folder is locked."""
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
     from blur_tf.meta import InnerProblem  # pylint: disable=g-import-not-at-top
     from blur_tf.tasks import get_source, get_task  # pylint: disable=g-import-not-at-top
     if values["deterministic"]:
@@ -204,7 +209,9 @@ def _run(app: Application, values: Mapping, command: str, cfg: Config, strategy,
              type(trainer.algorithm).__name__, problem.task_names,
              validator.names if validator else [], cfg.schedule, values[app.total_flag],
              f"{trainer.algorithm.unit}s", run_dir.path)
-    result = run_dir.train(trainer, values[app.total_flag])
+    with Progress(trainer.algorithm.unit, app.name) as progress:
+        result = run_dir.train(trainer, values[app.total_flag],
+                               progress.update if chief else None)
     summary, metadata, genomes = app.report(values, cfg, trainer, result, run_dir)
     metadata = {"command": command, "flags": dict(values), "rule": cfg.rule.to_dict(),
                 "hidden_sizes": cfg.hidden, "tasks": cfg.tasks,

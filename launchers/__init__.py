@@ -60,11 +60,25 @@ def flag_parser(program: str):
     from absl import flags  # pylint: disable=g-import-not-at-top
 
     def parse(argv):
+        help_as_python_m(f"launchers.{program}")
         try:
             return flags.FLAGS(argv)
         except flags.Error as e:
             exit_with_error(program, e)
     return parse
+
+
+def help_as_python_m(module_name: str) -> None:
+    """Under a console command (`blur-evaluate`, whose `__main__` is pip's wrapper script), makes
+    --help show the launcher module's docstring and flags, as `python -m launchers.X` does (absl
+    reads both from `__main__` and from the flags of the module named `sys.argv[0]`)."""
+    from absl import flags  # pylint: disable=g-import-not-at-top
+    main, module = sys.modules["__main__"], sys.modules.get(module_name)
+    if module is None or module is main:
+        return
+    main.__doc__ = module.__doc__
+    for flag in flags.FLAGS.get_key_flags_for_module(module_name):
+        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
 
 
 def write_error_line(error: OSError) -> str:

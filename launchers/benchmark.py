@@ -5,7 +5,7 @@ figure is the median over `--repeats` runs of `--steps` steps. FLOPs count the m
 every matmul and state mixing (2 per multiply-add) in each step, as implemented; elementwise
 work (activations, normalization, gates) is left out of both counts.
 
-    python -m launchers.benchmark            # the README table
+    python -m launchers.benchmark            # the table of docs/benchmarks.md
     python -m launchers.benchmark --layer_sizes=100,64,10 --num_states=2 --xla=false
 
 Flags are checked before any timing; a bad value exits with status 2 and a one-line message.
@@ -14,6 +14,7 @@ Flags are checked before any timing; a bad value exits with status 2 and a one-l
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
 
 import numpy as np
@@ -21,6 +22,7 @@ import tensorflow as tf
 from absl import app, flags
 
 from blur_tf import BlurNetwork, Genome, Rule
+from blur_tf.progress import Progress
 from launchers import flag_parser, parse_ints, settings_or_exit
 
 MIN_NETWORK_SIZES = 2  # input and output
@@ -161,24 +163,34 @@ def run(settings: Settings) -> None:
     print(header + "\n|" + "---|" * 8)
     rng = np.random.default_rng(0)
     batch, steps, repeats = settings.batch_size, settings.steps, settings.repeats
-    for sizes in settings.networks:
-        xs = tf.constant(rng.normal(size=(steps, batch, sizes[0])), tf.float32)
-        ys = tf.constant(rng.integers(0, sizes[-1], (steps, batch)), tf.int32)
-        for jit in settings.xla:
-            sgd = time_sgd(sizes, xs, ys, steps, repeats, jit)
-            for k in settings.num_states:
-                rule = Rule(num_states=k)
-                blur = time_blur(sizes, rule, xs, ys, steps, repeats, jit)
-                flop_ratio = blur_flops(sizes, rule, batch) / sgd_flops(sizes, batch)
-                print(f"| {'-'.join(map(str, sizes))} | {k} | {'on' if jit else 'off'} | "
-                      f"{sgd * 1e3:.3f} | {blur * 1e3:.3f} | {blur / sgd:.2f} | "
-                      f"{flop_ratio:.2f} | {blur / sgd / flop_ratio:.2f} |", flush=True)
+    total = len(settings.networks) * len(settings.xla) * len(settings.num_states)
+    done = itertools.count(1)
+    with Progress("row", "benchmark") as progress:
+        for sizes in settings.networks:
+            xs = tf.constant(rng.normal(size=(steps, batch, sizes[0])), tf.float32)
+            ys = tf.constant(rng.integers(0, sizes[-1], (steps, batch)), tf.int32)
+            for jit in settings.xla:
+                sgd = time_sgd(sizes, xs, ys, steps, repeats, jit)
+                for k in settings.num_states:
+                    rule = Rule(num_states=k)
+                    blur = time_blur(sizes, rule, xs, ys, steps, repeats, jit)
+                    flop_ratio = blur_flops(sizes, rule, batch) / sgd_flops(sizes, batch)
+                    progress.print(f"| {'-'.join(map(str, sizes))} | {k} | "
+                                   f"{'on' if jit else 'off'} | {sgd * 1e3:.3f} | "
+                                   f"{blur * 1e3:.3f} | {blur / sgd:.2f} | {flop_ratio:.2f} | "
+                                   f"{blur / sgd / flop_ratio:.2f} |")
+                    progress.update(next(done), total)
 
 
 def main(argv, fv: flags.FlagValues | None = None):
     run(settings_or_exit("benchmark", argv, settings_from_flags, fv or flags.FLAGS))
 
 
-if __name__ == "__main__":
+def cli():
+    """Entry point of `blur-benchmark` (pyproject.toml) and of `python -m`."""
     define_flags(flags.FLAGS)
     app.run(main, flags_parser=flag_parser("benchmark"))
+
+
+if __name__ == "__main__":
+    cli()

@@ -87,6 +87,11 @@ def main(argv):
     training_flags.run_or_exit("cma_train", training.CMA, NAMES, RESUMABLE, argv)
 
 
-if __name__ == "__main__":
+def cli():
+    """Entry point of `blur-cma-train` (pyproject.toml) and of `python -m`."""
     FLAGS.set_default("population", 16)  # meta_train's default (1 genome) is no CMA-ES population
     app.run(main, flags_parser=flag_parser("cma_train"))
+
+
+if __name__ == "__main__":
+    cli()

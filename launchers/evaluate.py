@@ -17,14 +17,15 @@ unless `--backprop_lr` fixes it), or `none` (baselines only).
 
 Writes OUT/results.json, OUT/results.csv, OUT/curves.png (one panel per task × architecture),
 OUT/sweep.png (the paper's Fig. 6: the genome against SGD and momentum at every learning rate of
-the grid, when both run) and TensorBoard scalars under OUT/tensorboard; prints one table per run. Bad flags (including an
---out_dir that cannot be written) exit with status 2 and a one-line message before any work;
-the flag help is printed only on --help.
+the grid, when both run) and TensorBoard scalars under OUT/tensorboard; prints one table per
+run. Bad flags (including an --out_dir that cannot be written) exit with status 2 and a
+one-line message before any work; the flag help is printed only on --help.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import time
 
@@ -32,6 +33,7 @@ from absl import app, flags, logging
 
 from blur_tf import baselines, evaluation
 from blur_tf.files import check_output_folder, write_json_atomic
+from blur_tf.progress import Progress
 from launchers import call_or_exit, flag_parser, parse_ints, settings_or_exit
 
 DEFAULT_STEPS = (1, 5, 10, 20, 50, 100, 200)
@@ -39,8 +41,8 @@ DEFAULT_STEPS = (1, 5, 10, 20, 50, 100, 200)
 
 def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
     """Defines this launcher's flags on `fv` (the global FLAGS when run as a program)."""
-    flags.DEFINE_string("genome", "backprop", "genome.json path, 'backprop' or 'none'.",
-                        flag_values=fv)
+    flags.DEFINE_string("genome", "backprop", "genome.json path, shipped genome name (e.g. "
+                        "mnist_fast), 'backprop' or 'none'.", flag_values=fv)
     flags.DEFINE_integer("genome_member", 0, "Population member of the genome file to "
                          "evaluate; -1 evaluates every member (best per horizon).",
                          flag_values=fv)
@@ -201,19 +203,23 @@ def _run(settings: Settings, log) -> dict:
                      for k, v in dataclasses.asdict(settings).items()}
     results = {"settings": settings_dict, "runs": []}
     start = time.perf_counter()
-    for task in tasks:
-        for hidden in settings.architectures:
-            run_start = time.perf_counter()
-            log(f"evaluating {task.spec} hidden={list(hidden)} …")
-            result = evaluation.evaluate_run(
-                task, hidden, settings.steps, settings.seeds, settings.batch_size, learner,
-                settings.baselines, settings.activations, settings.learning_rates,
-                settings.eval_examples, log=log)
-            result["seconds"] = round(time.perf_counter() - run_start, 3)
-            results["runs"].append(result)
-            print(evaluation.format_table(result) + f"\n({result['seconds']:.1f}s)\n",
-                  flush=True)
-            write_json_atomic(os.path.join(settings.out_dir, "results.json"), results)
+    methods = (learner is not None) + len(settings.baselines)
+    total, done = len(tasks) * len(settings.architectures) * methods, itertools.count(1)
+    with Progress("method", "evaluate") as progress:
+        for task in tasks:
+            for hidden in settings.architectures:
+                run_start = time.perf_counter()
+                log(f"evaluating {task.spec} hidden={list(hidden)} …")
+                result = evaluation.evaluate_run(
+                    task, hidden, settings.steps, settings.seeds, settings.batch_size, learner,
+                    settings.baselines, settings.activations, settings.learning_rates,
+                    settings.eval_examples, log=log,
+                    method_done=lambda: progress.update(next(done), total))
+                result["seconds"] = round(time.perf_counter() - run_start, 3)
+                results["runs"].append(result)
+                progress.print(evaluation.format_table(result)
+                               + f"\n({result['seconds']:.1f}s)\n")
+                write_json_atomic(os.path.join(settings.out_dir, "results.json"), results)
     results["seconds"] = round(time.perf_counter() - start, 3)
     if len(results["runs"]) > 1:
         print(evaluation.generalization_table(results["runs"]) + "\n", flush=True)
@@ -243,6 +249,11 @@ def main(argv, fv: flags.FlagValues | None = None):
     return 0
 
 
-if __name__ == "__main__":
+def cli():
+    """Entry point of `blur-evaluate` (pyproject.toml) and of `python -m`."""
     define_flags(flags.FLAGS)
     app.run(main, flags_parser=flag_parser("evaluate"))
+
+
+if __name__ == "__main__":
+    cli()

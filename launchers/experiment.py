@@ -48,7 +48,8 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
 def check(fv: flags.FlagValues):
     """(spec, absolute out_dir) of parsed flags; ValueError naming the problem (no work done)."""
     from blur_tf.experiment import RunDirectory  # pylint: disable=g-import-not-at-top
-    from blur_tf.study import runner, spec as spec_lib  # pylint: disable=g-import-not-at-top
+    from blur_tf.study import runner  # pylint: disable=g-import-not-at-top
+    from blur_tf.study import spec as spec_lib
     if not fv.spec:
         raise ValueError("--spec is required")
     spec = spec_lib.parse_spec(fv.spec)
@@ -73,6 +74,11 @@ def main(argv, fv: flags.FlagValues = flags.FLAGS):
     print(runner.markdown_table(results), flush=True)
 
 
-if __name__ == "__main__":
+def cli():
+    """Entry point of `blur-experiment` (pyproject.toml) and of `python -m`."""
     define_flags(flags.FLAGS)
     app.run(main, flags_parser=flag_parser("experiment"))
+
+
+if __name__ == "__main__":
+    cli()

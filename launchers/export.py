@@ -36,7 +36,8 @@ from launchers import call_or_exit, flag_parser, settings_or_exit
 
 def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
     """Defines this launcher's flags on `fv` (the global FLAGS when run as a program)."""
-    flags.DEFINE_string("genome", None, "genome.json path or 'backprop' (required).",
+    flags.DEFINE_string("genome", None, "genome.json path, shipped genome name (e.g. "
+                        "mnist_fast) or 'backprop' (required).",
                         flag_values=fv)
     flags.DEFINE_integer("genome_member", 0, "Population member of the genome file.",
                          flag_values=fv)
@@ -164,6 +165,7 @@ def time_learner(path: str, settings: Settings, repeats: int = 5) -> dict:
     call per batch, after one warm-up pass; the median over `repeats` passes.
     """
     import tensorflow as tf
+
     from blur_tf.network import BlurModel, BlurNetwork
 
     sizes, batch = settings.layer_sizes, settings.batch_size or 64
@@ -222,6 +224,11 @@ def main(argv, fv: flags.FlagValues | None = None):
     return 0
 
 
-if __name__ == "__main__":
+def cli():
+    """Entry point of `blur-export` (pyproject.toml) and of `python -m`."""
     define_flags(flags.FLAGS)
     app.run(main, flags_parser=flag_parser("export"))
+
+
+if __name__ == "__main__":
+    cli()

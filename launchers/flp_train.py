@@ -196,6 +196,11 @@ def main(argv):
     return 0
 
 
-if __name__ == "__main__":
+def cli():
+    """Entry point of `blur-flp-train` (pyproject.toml) and of `python -m`."""
     define_flags(FLAGS)
     app.run(main, flags_parser=flag_parser("flp_train"))
+
+
+if __name__ == "__main__":
+    cli()

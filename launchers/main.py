@@ -11,7 +11,7 @@ each the accuracy of its learned genome after T inner steps on toy tasks it neve
 next to a random genome (that seed's starting point) and the majority-class rate, and ends with
 the headline: the held-out mean of the learned genomes over the seeds (mean, min, max). The
 headline does not hinge on one meta-training trajectory, which floating-point differences
-between CPU types can change (README, "Reproducibility").
+between CPU types can change (docs/reproducibility.md).
 """
 
 from __future__ import annotations
@@ -66,6 +66,11 @@ def main(argv):
           flush=True)
 
 
-if __name__ == "__main__":
+def cli():
+    """Entry point of `blur-main` (pyproject.toml) and of `python -m`."""
     app.run(main, argv=[sys.argv[0], f"--flagfile={CONFIG}", f"--out_dir={DEFAULT_OUT_DIR}",
                         *sys.argv[1:]], flags_parser=flag_parser("main"))
+
+
+if __name__ == "__main__":
+    cli()

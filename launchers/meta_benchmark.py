@@ -1,6 +1,6 @@
 r"""Meta-step speed and memory: meta-steps/s and peak memory per estimator, compile option and T.
 
-    python -m launchers.meta_benchmark --tfds_manual_dir=../shared/data      # the README table
+    python -m launchers.meta_benchmark --tfds_manual_dir=../shared/data   # docs/meta-training.md
     python -m launchers.meta_benchmark --lengths=10 --estimators=segmented --xla=true
 
 Default setting: the mnist_curriculum flagfile's (launchers/configs/mnist_curriculum.cfg) — 4
@@ -29,7 +29,7 @@ same in-graph data sampling and compile option), timed in the same process; the 
 the meta-step's GFLOP/s as a share of it.
 
 **Scaling** (`--devices=1,2`): meta-steps/s of the same configurations with the meta-step split
-over N replicas (README, "Distributed meta-training"), one subprocess per N (logical devices
+over N replicas (docs/distributed.md), one subprocess per N (logical devices
 must be configured before TensorFlow initializes): N = 1 is the single-device trainer (no
 strategy), N > 1 `MirroredStrategy` over N logical CPU devices (`--replicas=N`, the flag those
 subprocesses get). Every N must divide `--meta_batch`. On a machine with GPUs the same code
@@ -199,7 +199,7 @@ class Row:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_json(cls, d: dict) -> "Row":
+    def from_json(cls, d: dict) -> Row:
         return cls(**{**d, "config": Config(**d["config"])})
 
 
@@ -208,11 +208,15 @@ def run(fv=flags.FLAGS) -> str:
     if fv.devices:
         return scaling(fv)
     if fv.fresh_process and not fv.json:
+        from blur_tf.progress import Progress  # pylint: disable=g-import-not-at-top
         rows = []
-        for config in configs:
-            rows += _child_rows(fv, [f"--lengths={config.length}",
-                                     f"--estimators={config.estimator}",
-                                     f"--xla={str(config.xla).lower()}"], str(config))
+        with Progress("configuration", "meta_benchmark") as progress:
+            for config in configs:
+                rows += _child_rows(fv, [f"--lengths={config.length}",
+                                         f"--estimators={config.estimator}",
+                                         f"--xla={str(config.xla).lower()}"], str(config),
+                                    progress.print)
+                progress.update(len(rows), len(configs))
         return format_table(rows, fv, fresh=True)
     strategy = None
     if fv.replicas and fv.replicas > 1:
@@ -228,9 +232,9 @@ CHILD_FLAGS = ("--devices", "--replicas", "--fresh_process", "--nofresh_process"
                "--nojson", "--lengths", "--estimators", "--xla", "--noxla")
 
 
-def _child_rows(fv, extra_args, what: str) -> list[Row]:
+def _child_rows(fv, extra_args, what: str, echo=print) -> list[Row]:
     """The rows of `launchers.meta_benchmark` rerun in a fresh subprocess with `extra_args`."""
-    argv = [a for a in sys.argv[1:] if not a.split("=")[0] in CHILD_FLAGS]
+    argv = [a for a in sys.argv[1:] if a.split("=")[0] not in CHILD_FLAGS]
     if not any(a.startswith("--lengths") for a in extra_args):
         argv += [f"--lengths={','.join(fv.lengths)}", f"--estimators={','.join(fv.estimators)}",
                  f"--xla={','.join(fv.xla)}"]
@@ -242,7 +246,7 @@ def _child_rows(fv, extra_args, what: str) -> list[Row]:
         raise RuntimeError(f"the subprocess for {what} failed (status {result.returncode})")
     *progress, rows = result.stdout.strip().splitlines()
     if progress:
-        print("\n".join(progress), flush=True)
+        echo("\n".join(progress))
     return [Row.from_json(d) for d in json.loads(rows)]
 
 
@@ -278,6 +282,7 @@ def inner_gflops(problem, networks: int, length: int, jit: bool, seconds: float,
     """GFLOP/s of `length` inner steps of `networks` networks (no tape), data sampled in-graph
     as in the meta-step: the reference rate of the meta-step at the same shape."""
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
     from blur_tf import Genome  # pylint: disable=g-import-not-at-top
     genome = Genome.random(problem.rule.num_states, population=networks)
     synapses = problem.init_synapses(networks, seed=0)
@@ -302,8 +307,7 @@ def measure(configs, fv, strategy=None) -> list[Row]:
     """One `Row` per configuration, measured in this process one after the other."""
     from blur_tf import MetaTrainer, Rule  # pylint: disable=g-import-not-at-top
     from blur_tf.meta import ConstantSchedule, InnerProblem  # pylint: disable=g-import-not-at-top
-    from blur_tf.meta.estimators import (FullUnrollGradient,  # pylint: disable=g-import-not-at-top
-                                         SegmentedUnrollGradient)
+    from blur_tf.meta.estimators import FullUnrollGradient, SegmentedUnrollGradient  # pylint: disable=g-import-not-at-top
     from blur_tf.tasks import get_task  # pylint: disable=g-import-not-at-top
     from launchers.benchmark import blur_flops  # pylint: disable=g-import-not-at-top
     specs = [s.strip() for v in fv.tasks for s in v.split(";") if s.strip()]
@@ -357,8 +361,9 @@ def format_table(rows: list[Row], fv, fresh: bool) -> str:
     baseline = {r.config.length: r.rate for r in rows if r.config.estimator == "full"}
     peak = ("whole-process peak RSS of its own fresh process, after 3 meta-steps (MiB)" if fresh
             else "this process's peak RSS so far (cumulative over the rows above; MiB)")
-    lines = [f"{fv.population} genomes x {fv.meta_batch} networks, layers {','.join(fv.layer_sizes)}"
-             f" hidden, K = {fv.num_states}, batch {fv.batch_size}, segment S = "
+    lines = [f"{fv.population} genomes x {fv.meta_batch} networks, layers "
+             f"{','.join(fv.layer_sizes)} hidden, K = {fv.num_states}, batch {fv.batch_size}, "
+             "segment S = "
              f"{fv.segment_length}. 'process peak': {peak}; 'added': peak above the level before "
              "2 meta-steps with the heap trimmed (what the meta-step itself holds); 'inner': the "
              "GFLOP/s of the same networks' inner steps alone (no tape), same process.",
@@ -385,6 +390,11 @@ def main(argv):
     print(table, flush=True)
 
 
-if __name__ == "__main__":
+def cli():
+    """Entry point of `blur-meta-benchmark` (pyproject.toml) and of `python -m`."""
     define_flags()
     app.run(main, flags_parser=flag_parser("meta_benchmark"))
+
+
+if __name__ == "__main__":
+    cli()

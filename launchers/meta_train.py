@@ -12,7 +12,7 @@ Writes into --out_dir:
   ckpt/         checkpoints; rerunning the same command resumes from the latest one.
   flags.json    the flags of the run (a rerun with different training flags is refused).
 
-Distributed (README, "Distributed meta-training"): `--strategy=mirrored` splits every meta-step
+Distributed (docs/distributed.md): `--strategy=mirrored` splits every meta-step
 over this machine's GPUs (or `--cpu_devices=N` logical CPU devices), `--strategy=multi_worker`
 over the workers of `TF_CONFIG` (run the same command on every worker); `--meta_batch` must be
 divisible by the number of replicas. Only the chief writes into --out_dir.
@@ -56,5 +56,10 @@ def main(argv):
     training_flags.run_or_exit("meta_train", training.GRADIENT, NAMES, RESUMABLE, argv)
 
 
-if __name__ == "__main__":
+def cli():
+    """Entry point of `blur-meta-train` (pyproject.toml) and of `python -m`."""
     app.run(main, flags_parser=flag_parser("meta_train"))
+
+
+if __name__ == "__main__":
+    cli()

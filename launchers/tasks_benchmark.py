@@ -14,8 +14,7 @@ import shutil
 import tempfile
 import time
 
-from absl import app
-from absl import flags
+from absl import app, flags
 
 from launchers import flag_parser
 
@@ -53,6 +52,7 @@ def _time_sampling(task, steps, batch_size, repeats):
 def main(argv):
     del argv
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
     from blur_tf import tasks  # pylint: disable=g-import-not-at-top
 
     tfds.disable_progress_bar()
@@ -78,5 +78,10 @@ def main(argv):
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
-if __name__ == "__main__":
+def cli():
+    """Entry point of `blur-tasks-benchmark` (pyproject.toml) and of `python -m`."""
     app.run(main, flags_parser=flag_parser("tasks_benchmark"))
+
+
+if __name__ == "__main__":
+    cli()

@@ -46,8 +46,9 @@ SHARED.define(flags.DEFINE_integer, "eval_batch_size", None, "Held-out examples 
 SHARED.define(flags.DEFINE_float, "transform_std", 0.5, "Std of the random initial genome's "
               "transforms.")
 SHARED.define(flags.DEFINE_float, "synapse_update", 0.05, "Initial genome synapse update gate.")
-SHARED.define(flags.DEFINE_string, "init_genome", None, "Start from this genome JSON instead of "
-              "random, or from 'backprop:LR' (Genome.backprop(LR); K = 2).")
+SHARED.define(flags.DEFINE_string, "init_genome", None, "Start from this genome JSON (a path or a "
+              "shipped genome name, e.g. mnist_fast) instead of random, or from 'backprop:LR' "
+              "(Genome.backprop(LR); K = 2).")
 SHARED.define(flags.DEFINE_integer, "seed", 0, "Run seed (all randomness derives from it).",
               lower_bound=0)
 SHARED.define(flags.DEFINE_integer, "validation_unroll", None, "Inner steps of validation "

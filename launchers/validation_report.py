@@ -67,5 +67,10 @@ def main(argv):
         plot(curves, FLAGS.tag, FLAGS.out_png)
 
 
-if __name__ == "__main__":
+def cli():
+    """Entry point of `blur-validation-report` (pyproject.toml) and of `python -m`."""
     app.run(main, flags_parser=flag_parser("validation_report"))
+
+
+if __name__ == "__main__":
+    cli()

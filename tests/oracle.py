@@ -38,7 +38,8 @@ def _bias(a):
 def _plastic(g, rule, w, delta):
     if not rule.multichannel:
         delta = np.repeat(delta[..., :1], delta.shape[-1], axis=-1)
-    new = g["synapse_keep"][:, None, None, None] * w + g["synapse_update"][:, None, None, None] * delta
+    keep, update = g["synapse_keep"][:, None, None, None], g["synapse_update"][:, None, None, None]
+    new = keep * w + update * delta
     if rule.oja:
         new -= np.abs(g["oja_multiplier"])[:, None, None, None] * w * (w ** 2).sum(1, keepdims=True)
     if rule.saturation:
@@ -57,7 +58,8 @@ def step(genome, rule, synapses, x, y):
     a = [np.concatenate([x[..., None], np.zeros(x.shape + (k - 1,))], -1)]
     gate = lambda name: g[name][:, None, None, None]
     for l, (w, _) in enumerate(syn):
-        h = gate("neuron_update") * np.einsum("pijc,pcd,pbid->pbjc", w, g["forward_transform"], _bias(a[-1]))
+        h = gate("neuron_update") * np.einsum("pijc,pcd,pbid->pbjc", w, g["forward_transform"],
+                                              _bias(a[-1]))
         is_output = l == len(syn) - 1
         if rule.normalize_forward and (rule.normalize_output or not is_output):
             h = _norm(h, g["norm_gain"], g["norm_shift"])
@@ -92,7 +94,8 @@ def step(genome, rule, synapses, x, y):
     new_syn = []
     hebb = "pbie,pec,pcd,pbjd->pijc"
     for l, (w, v) in enumerate(syn):
-        dw = np.einsum(hebb, _bias(a[l]), g["synapse_pre"], g["synapse_post"], a[l + 1]) / x.shape[1]
+        dw = np.einsum(hebb, _bias(a[l]), g["synapse_pre"], g["synapse_post"], a[l + 1])
+        dw = dw / x.shape[1]
         new_w = _plastic(g, rule, w, dw)
         if rule.symmetric:
             new_v = np.swapaxes(new_w[:, :-1], 1, 2)

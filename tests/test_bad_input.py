@@ -438,6 +438,7 @@ def test_a_second_run_on_one_out_dir_is_refused_at_once(launcher, argv, tmp_path
 
 def test_the_out_dir_lock_is_released_by_a_crash(tmp_path):
     import multiprocessing  # pylint: disable=g-import-not-at-top
+
     from blur_tf.experiment import RunDirectory  # pylint: disable=g-import-not-at-top
     context = multiprocessing.get_context("fork")
     parent, child = context.Pipe()
@@ -454,6 +455,7 @@ def test_the_out_dir_lock_is_released_by_a_crash(tmp_path):
 
 def test_a_holder_whose_folder_was_replaced_leaves_the_new_lock_alone(tmp_path):
     import shutil  # pylint: disable=g-import-not-at-top
+
     from blur_tf.experiment import RunDirectory  # pylint: disable=g-import-not-at-top
     out = tmp_path / "run"
     with RunDirectory(str(out)).lock():  # an old run, its folder deleted and reused meanwhile

@@ -6,9 +6,15 @@ import numpy as np
 import pytest
 
 from blur_tf import CmaTrainer, Genome, Rule
-from blur_tf.meta import (GenomeVector, InnerProblem, PopulationFitness, Validator,
-                          parse_schedule, rule_fields)
-from blur_tf.meta import cma_trainer
+from blur_tf.meta import (
+    GenomeVector,
+    InnerProblem,
+    PopulationFitness,
+    Validator,
+    cma_trainer,
+    parse_schedule,
+    rule_fields,
+)
 from blur_tf.tasks import get_task
 from tests.test_meta import launch
 
@@ -152,6 +158,7 @@ def test_flagfiles_of_the_card_parse_to_their_documented_settings(monkeypatch):
     """cma_mnist14.cfg: the scale-free rule from backprop:0.15, keep gate not searched;
     cma_mnist14_paper_rule.cfg (which includes it): exactly Rule(), from a random genome."""
     from absl import flags  # pylint: disable=g-import-not-at-top
+
     from launchers import cma_train  # pylint: disable=g-import-not-at-top
     from tests.test_meta import REPO  # pylint: disable=g-import-not-at-top
     monkeypatch.chdir(REPO)  # the paper-rule flagfile names cma_mnist14.cfg relative to the repo

@@ -42,6 +42,7 @@ def mirrored(tmp_path_factory):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # the `mirrored` subprocess: meta-training and CMA-ES on 2 devices
 def test_mirrored_meta_training_gives_the_single_device_genome(mirrored):
     assert mirrored["replicas"] == 2
     assert mirrored["meta_losses"] < 1e-6  # per-genome mean of per-replica means
@@ -52,11 +53,13 @@ def test_mirrored_meta_training_gives_the_single_device_genome(mirrored):
     assert mirrored["replica_copies_equal"] and mirrored["meta_traces"] == 1
 
 
+@pytest.mark.slow  # the `mirrored` subprocess: meta-training and CMA-ES on 2 devices
 def test_cma_candidates_across_replicas_give_the_single_device_search(mirrored):
     assert mirrored["cma_fitness"] == 0.0  # accuracies: counts of correct examples
     assert mirrored["cma_mean"] == 0.0 and mirrored["cma_best"] == 0.0
 
 
+@pytest.mark.slow  # the `mirrored` subprocess: meta-training and CMA-ES on 2 devices
 def test_meta_batch_not_divisible_by_the_replicas_is_refused(mirrored):
     message = mirrored["indivisible_error"]
     assert message and "meta_batch=3 is not divisible by the 2 replicas" in message
@@ -78,6 +81,7 @@ def _coefficients(out_dir):
         return json.load(f)["coefficients"]
 
 
+@pytest.mark.slow  # end to end: two worker processes and a single-device reference run
 def test_two_workers_give_the_single_device_genome_and_only_the_chief_writes(tmp_path):
     ports = _free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}

@@ -9,8 +9,13 @@ import pytest
 import tensorflow as tf
 
 from blur_tf import Genome, MetaTrainer, Rule
-from blur_tf.meta import (FullUnrollGradient, InnerProblem, SegmentedUnrollGradient,
-                          TruncatedUnrollGradient, parse_schedule)
+from blur_tf.meta import (
+    FullUnrollGradient,
+    InnerProblem,
+    SegmentedUnrollGradient,
+    TruncatedUnrollGradient,
+    parse_schedule,
+)
 from blur_tf.tasks import TaskFamily, get_task
 from tests.test_meta import LAUNCHER_ARGS, kill_after_checkpoint, launch
 
@@ -133,6 +138,7 @@ def test_truncated_networks_persist_reset_staggered_and_cover_every_age():
         TruncatedUnrollGradient(InnerProblem([family], [8], Rule(), 16), 1, 2)
 
 
+@pytest.mark.slow  # end to end: three launcher processes, one killed
 def test_truncated_estimator_resumes_bit_identically_after_sigkill(tmp_path):
     args = ["--estimator=truncated", "--truncation_length=2", "--unroll=constant:6",
             "--meta_steps=30", "--checkpoint_every=10", "--xla=false"]

@@ -8,7 +8,8 @@ import os
 import pytest
 from absl import flags
 
-from blur_tf.study import runner, spec as spec_lib
+from blur_tf.study import runner
+from blur_tf.study import spec as spec_lib
 from launchers import experiment
 
 TINY = """

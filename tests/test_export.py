@@ -40,7 +40,8 @@ for name, job in jobs.items():
     out[name + "/signatures"] = np.array(sorted(model.signatures))
     if job["kind"] == "serving":
         out[name + "/serve"] = model.serve(data["x_eval"])
-        out[name + "/serving_default"] = model.signatures["serving_default"](x=data["x_eval"])["output_0"]
+        serving = model.signatures["serving_default"]
+        out[name + "/serving_default"] = serving(x=data["x_eval"])["output_0"]
         continue
     out[name + "/predict_before"] = model.predict(data["x_eval"])["logits"]
     if job["kind"] == "continue":

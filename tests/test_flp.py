@@ -224,6 +224,7 @@ def test_episode_evaluation_references():
 
 def test_flp_train_refuses_bad_flags(tmp_path):
     from absl import flags  # pylint: disable=g-import-not-at-top
+
     from launchers import flp_train  # pylint: disable=g-import-not-at-top
     fv = flags.FlagValues()
     flp_train.define_flags(fv)

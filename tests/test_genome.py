@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from blur_tf import Genome
+from blur_tf.genome import shipped_genome_names, shipped_genomes_dir
 
 
 def _equal(a, b):
@@ -93,3 +94,18 @@ def test_malformed_files_raise_value_error(tmp_path, content, message):
     path.write_text(content)
     with pytest.raises(ValueError, match=message):
         Genome.load(str(path))
+
+
+def test_shipped_genomes_by_name_and_by_path():
+    names = shipped_genome_names()
+    assert {"toy2d", "mnist_fast", "cma_mnist14"} <= set(names)
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "genomes", "mnist_fast.json")
+    assert os.path.samefile(os.path.join(shipped_genomes_dir(), "mnist_fast.json"), path)
+    assert _equal(Genome.load_shipped("mnist_fast"), Genome.load(path))
+    assert _equal(Genome.load("toy2d"), Genome.load(path.replace("mnist_fast", "toy2d")))
+    with pytest.raises(ValueError, match=r"no shipped genome 'genomes/toy2d.json' \(shipped: "):
+        Genome.load_shipped("genomes/toy2d.json")  # a path is not a name
+    with pytest.raises(ValueError, match=r"mnist_fst does not exist and is not a shipped genome "
+                                         r"\(shipped: cma_mnist14, .*mnist_fast, .*toy2d"):
+        Genome.load("mnist_fst")

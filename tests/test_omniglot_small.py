@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from blur_tf import BlurModel, Genome, Rule
-from blur_tf import tasks
+from blur_tf import BlurModel, Genome, Rule, tasks
 from blur_tf.tasks import omniglot_small as og
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -27,7 +26,8 @@ SIZE = 14  # every test reads the same pools (one decode per session)
 def manual():
     """The manual folder holding omniglot/<the two zips>; skips naming what is missing."""
     folder = pathlib.Path(os.environ.get("BLUR_TFDS_MANUAL_DIR") or REPO.parent / "shared" / "data")
-    missing = [str(folder / og.FOLDER / z) for z in og.ZIPS if not (folder / og.FOLDER / z).is_file()]
+    missing = [str(folder / og.FOLDER / z) for z in og.ZIPS
+               if not (folder / og.FOLDER / z).is_file()]
     if missing:
         pytest.skip("Omniglot small zips missing (set BLUR_TFDS_MANUAL_DIR): " + ", ".join(missing))
     return str(folder)
@@ -93,7 +93,7 @@ def test_omniglot_refusal_points_to_omniglot_small(tmp_path):
 
 # --------------------------------------------------------------------------- the real zips
 def test_counts_against_an_independent_walk_of_the_zips(manual):
-    """Identical alphabet folders, distinct alphabets/characters/drawings (README numbers)."""
+    """Identical alphabet folders, distinct alphabets/characters/drawings (docs/tasks.md)."""
     folders = collections.defaultdict(list)  # alphabet -> [{relative path: sha256}] per zip
     digests = set()
     for name in og.ZIPS:

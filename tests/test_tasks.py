@@ -16,7 +16,6 @@ import tensorflow as tf
 
 from blur_tf import tasks
 from blur_tf.tasks import images as images_lib
-from blur_tf.tasks import toy
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",

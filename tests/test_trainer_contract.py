@@ -9,8 +9,7 @@ import signal
 import numpy as np
 import pytest
 
-from blur_tf.meta import StopRequest
-from blur_tf.meta import outer_loop
+from blur_tf.meta import StopRequest, outer_loop
 from tests import test_cma, test_meta
 
 GRADIENT_TAGS = {"meta/loss", "meta/train_accuracy/toy.and", "meta/train_accuracy/toy.xor",
@@ -146,6 +145,7 @@ LAUNCHERS = {
 }
 
 
+@pytest.mark.slow  # end to end: three launcher processes per trainer, one killed
 @pytest.mark.parametrize("name", LAUNCHERS)
 def test_sigkill_and_resume_gives_the_uninterrupted_genome(name, tmp_path):
     module, args, total, changed_flag, tolerance, checks = LAUNCHERS[name]

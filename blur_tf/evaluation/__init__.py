@@ -13,16 +13,34 @@ A small package, one module per stage (every public name is re-exported here, so
     TensorBoard scalars of such dicts (via `blur_tf.tables` and `blur_tf.plotting`).
 """
 
-from blur_tf.evaluation.curves import (GenomeCurves, baseline_curves, count_blur_correct,
-                                       genome_curves, seeded_batches)
-from blur_tf.evaluation.reports import (SWEEP_OPTIMIZERS, ResultRow, architecture_name,
-                                        format_table, generalization_table, plot_curves,
-                                        plot_sweep, result_rows, write_csv_atomic,
-                                        write_tensorboard)
+from blur_tf.evaluation.curves import (
+                                       GenomeCurves,
+                                       baseline_curves,
+                                       count_blur_correct,
+                                       genome_curves,
+                                       seeded_batches,
+)
+from blur_tf.evaluation.reports import (
+                                       SWEEP_OPTIMIZERS,
+                                       ResultRow,
+                                       architecture_name,
+                                       format_table,
+                                       generalization_table,
+                                       plot_curves,
+                                       plot_sweep,
+                                       result_rows,
+                                       write_csv_atomic,
+                                       write_tensorboard,
+)
 from blur_tf.evaluation.runs import METHOD_BLUR, evaluate_run
 from blur_tf.evaluation.selection import HorizonBest, best_per_horizon
-from blur_tf.evaluation.sources import (BACKPROP, Learner, load_learner, parse_rule_overrides,
-                                        read_genome_file)
+from blur_tf.evaluation.sources import (
+                                       BACKPROP,
+                                       Learner,
+                                       load_learner,
+                                       parse_rule_overrides,
+                                       read_genome_file,
+)
 
 __all__ = [
     "BACKPROP", "GenomeCurves", "HorizonBest", "Learner", "METHOD_BLUR", "ResultRow",

@@ -11,7 +11,7 @@ method) and the same initial weights (channel 0 of the same initial synapses).
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -22,13 +22,15 @@ def evaluate_run(task, hidden_sizes: Sequence[int], horizons: Sequence[int],
                  activations: Sequence[str] = baselines.ACTIVATIONS,
                  learning_rates: Sequence[float] = baselines.DEFAULT_LEARNING_RATES,
                  max_eval_examples: int | None = None,
-                 log: Callable[[str], None] = lambda message: None) -> dict:
+                 log: Callable[[str], None] = lambda message: None,
+                 method_done: Callable[[], None] = lambda: None) -> dict:
     """A learner and the baselines on one task and architecture; a JSON-ready dict.
 
     The network is [task.input_size, *hidden_sizes, task.num_classes]; every method sees
     `seeded_batches(task, seeds, batch_size)` and `task.eval_set(max_eval_examples)` (the full
     test split for image tasks). Baseline initial weights are channel 0 of the learner's
-    initial synapses (its rule; `Rule.backprop()` without a learner).
+    initial synapses (its rule; `Rule.backprop()` without a learner). `method_done()` is
+    called after each method (the learner, each optimizer), e.g. to advance a progress bar.
     Returns {'task', 'layer_sizes', 'eval_examples', 'methods': {name: {'per_horizon': [...]
     (`HorizonBest.to_dict()`), 'accuracy': [[...]] (configs × seeds × horizons), 'configs':
     [...], 'seconds': …}}}.
@@ -50,6 +52,7 @@ def evaluate_run(task, hidden_sizes: Sequence[int], horizons: Sequence[int],
                                              time.perf_counter() - start,
                                              genome=learner.name, rule=learner.rule.to_dict())
         log(f"{METHOD_BLUR} ({learner.name}): {methods[METHOD_BLUR]['seconds']:.1f}s")
+        method_done()
     init_rule = learner.rule if learner is not None else None
     for optimizer in optimizers:
         start = time.perf_counter()
@@ -58,6 +61,7 @@ def evaluate_run(task, hidden_sizes: Sequence[int], horizons: Sequence[int],
         methods[optimizer] = _method_entry(accuracy, configs, horizons, learning_rates,
                                            time.perf_counter() - start)
         log(f"{optimizer}: {methods[optimizer]['seconds']:.1f}s")
+        method_done()
     return {"task": getattr(task, "spec", str(task)), "layer_sizes": layer_sizes,
             "horizons": list(horizons), "seeds": list(seeds), "batch_size": int(batch_size),
             "eval_examples": int(eval_x.shape[0]), "methods": methods}

@@ -9,7 +9,7 @@ a swept backprop genome), never a single learned genome.
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

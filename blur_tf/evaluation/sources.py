@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 from blur_tf import baselines
 from blur_tf.config import parse_rule_overrides  # noqa: F401  re-exported: evaluate/export --rule

@@ -7,11 +7,17 @@ from blur_tf.meta.estimators import Estimator, FullUnrollGradient, SegmentedUnro
 from blur_tf.meta.fitness import PopulationFitness
 from blur_tf.meta.genome_vector import GenomeVector, rule_fields
 from blur_tf.meta.learners import PopulationAdam
-from blur_tf.meta.problem import InnerProblem
 from blur_tf.meta.outer_loop import LoopResult, OuterAlgorithm, OuterLoop
+from blur_tf.meta.problem import InnerProblem
 from blur_tf.meta.registry import ALGORITHMS, ESTIMATORS, make_estimator
-from blur_tf.meta.schedules import (ConstantSchedule, CurriculumSchedule, Jittered, Schedule,
-                                    length_at, parse_schedule)
+from blur_tf.meta.schedules import (
+                                    ConstantSchedule,
+                                    CurriculumSchedule,
+                                    Jittered,
+                                    Schedule,
+                                    length_at,
+                                    parse_schedule,
+)
 from blur_tf.meta.trainer import MetaTrainer, StepResult, TrainResult
 from blur_tf.meta.truncated import TruncatedUnrollGradient
 from blur_tf.meta.validation import ValidationResult, Validator

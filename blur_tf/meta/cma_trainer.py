@@ -24,11 +24,10 @@ broadcast candidates; only the chief keeps checkpoints and writes summaries.
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 from blur_tf.genome import Genome
-from blur_tf.meta.algorithms.cma import (NON_FINITE_LOSS, CmaEs, GenerationResult,
-                                         NormalSampler)
+from blur_tf.meta.algorithms.cma import NON_FINITE_LOSS, CmaEs, GenerationResult, NormalSampler
 from blur_tf.meta.checkpoint import StopRequest
 from blur_tf.meta.outer_loop import OuterLoop
 from blur_tf.meta.problem import InnerProblem
@@ -104,10 +103,10 @@ class CmaTrainer(OuterLoop):
         return ValidationResult(result.length, {k: v[best:best + 1]
                                                 for k, v in result.curves.items()})
 
-    def train(self, generations: int, resume: bool = True,
-              stop: StopRequest | None = None) -> CmaTrainResult:
+    def train(self, generations: int, resume: bool = True, stop: StopRequest | None = None,
+              progress=None) -> CmaTrainResult:
         """Runs generations until the counter reaches `generations` (`OuterLoop.train`)."""
-        result = super().train(generations, resume, stop)
+        result = super().train(generations, resume, stop, progress)
         return CmaTrainResult(result.steps, result.steps_run, result.interrupted,
                               result.signum, result.seconds, result.step_seconds,
                               self.algorithm.non_finite,

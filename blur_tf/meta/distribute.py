@@ -9,9 +9,9 @@ estimator or fitness on its share — the math is not re-derived here:
 
 * **Meta-gradient** (`DistributedEstimator`). Replica r takes the networks
   m ∈ [r·M/R, (r+1)·M/R) of every genome (`replica_rows`; M must be divisible by R) and returns
-  its per-genome losses L_g^r = mean over its M/R networks and their gradients ∇L_g^r. One all-reduce (SUM, of the
-  losses and all gradients packed in one vector of G·(D + 1) floats, D = coefficients per
-  genome) and a division by R give, on every replica and worker,
+  its per-genome losses L_g^r = mean over its M/R networks and their gradients ∇L_g^r. One
+  all-reduce (SUM, of the losses and all gradients packed in one vector of G·(D + 1) floats,
+  D = coefficients per genome) and a division by R give, on every replica and worker,
 
       L_g = (1/R) Σ_r L_g^r = (1/M) Σ_m ℓ_{g,m},        ∇L_g = (1/R) Σ_r ∇L_g^r,
 
@@ -39,9 +39,9 @@ checkpoint folder, so a resumed multi-machine job needs that folder on a shared 
 (or copied to every worker first).
 
 Strategy construction (`make_strategy`) must come before anything initializes TensorFlow's
-devices (importing TensorFlow does not): `--cpu_devices=N` splits the host CPU into N logical devices, which TensorFlow allows
-only before its first op, and `MultiWorkerMirroredStrategy` starts the worker's collective
-server.
+devices (importing TensorFlow does not): `--cpu_devices=N` splits the host CPU into N logical
+devices, which TensorFlow allows only before its first op, and `MultiWorkerMirroredStrategy`
+starts the worker's collective server.
 """
 
 from __future__ import annotations
@@ -90,8 +90,7 @@ def cluster_config(environ=os.environ) -> dict:
     text = environ.get("TF_CONFIG")
     if not text:
         raise ValueError("--strategy=multi_worker needs the TF_CONFIG environment variable "
-                         "(cluster and task of this worker; see README, Distributed "
-                         "meta-training)")
+                         "(cluster and task of this worker; see docs/distributed.md)")
     try:
         config = json.loads(text)
         workers = config["cluster"]["worker"]

@@ -86,7 +86,7 @@ class Estimator(abc.ABC):
     def __call__(self, params, state, seed, length):
         return self.estimate(params, state, seed, length)
 
-    def with_problem(self, problem, meta_batch: int) -> "Estimator":
+    def with_problem(self, problem, meta_batch: int) -> Estimator:
         """This estimator on another problem and meta-batch (a replica's share of a
         distributed outer step: `distribute.DistributedEstimator`); ValueError if it keeps
         per-network state between outer steps and cannot be split."""
@@ -103,7 +103,7 @@ class FullUnrollGradient(Estimator):
         self.problem = problem
         self.meta_batch = meta_batch
 
-    def with_problem(self, problem, meta_batch: int) -> "FullUnrollGradient":
+    def with_problem(self, problem, meta_batch: int) -> FullUnrollGradient:
         return FullUnrollGradient(problem, meta_batch)
 
     def estimate(self, params, state, seed: tf.Tensor, length: tf.Tensor):
@@ -179,7 +179,7 @@ class SegmentedUnrollGradient(Estimator):
         self._forward = tf.function(self._segment, jit_compile=jit_compile)
         self._vjp = tf.function(self._segment_vjp, jit_compile=jit_compile)
 
-    def with_problem(self, problem, meta_batch: int) -> "SegmentedUnrollGradient":
+    def with_problem(self, problem, meta_batch: int) -> SegmentedUnrollGradient:
         return SegmentedUnrollGradient(problem, meta_batch, self.segment_length, self.meta_loss,
                                        self.jit_compile, self.max_boundaries)
 
@@ -197,7 +197,7 @@ class SegmentedUnrollGradient(Estimator):
                              parallel_iterations=1, maximum_iterations=self.segment_length)[1]
 
     def _segment_vjp(self, genome, state, xs, ys, active, adjoint, weight, x_eval, y_eval):
-        """(λ_k, ∂_k, losses [G], state after the segment, accuracy [P]) of segment k (class doc)."""
+        """(λ_k, ∂_k, losses [G], state after segment k, accuracy [P]) of segment k (class doc)."""
         num_genomes = population_of(genome)
         network = self.problem.network
         with tf.GradientTape() as tape:

@@ -22,7 +22,7 @@ Vectors are float64 (pycma's dtype); decoded genomes are float32 (the boundary c
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

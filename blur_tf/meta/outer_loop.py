@@ -32,7 +32,7 @@ import abc
 import dataclasses
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -89,7 +89,7 @@ class OuterAlgorithm(abc.ABC):
     def log(self, step: int, total: int, window: list, summaries: SummaryWriter | None):
         """Writes the log line (and summaries) of the (report, seconds) pairs since the last."""
 
-    def record(self, report, seconds: float, summaries: SummaryWriter | None) -> None:
+    def record(self, report, seconds: float, summaries: SummaryWriter | None) -> None:  # noqa: B027
         """Per-step summaries of `report` (default none)."""
 
     def before_step(self, step: int, stage: int, validate: Validate) -> bool:
@@ -97,7 +97,7 @@ class OuterAlgorithm(abc.ABC):
         candidates (the validation cache is dropped). Default: nothing."""
         return False
 
-    def finish(self, validated: bool) -> None:
+    def finish(self, validated: bool) -> None:  # noqa: B027  an optional hook, like record
         """Called at the end of an uninterrupted run, before the final validation
         (`validated`: a validator is present). Default: nothing."""
 

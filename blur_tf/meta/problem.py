@@ -25,7 +25,7 @@ drawn once per meta-step (a task draws itself) and the resulting episode is samp
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import tensorflow as tf
 

@@ -6,12 +6,12 @@ Small and self-contained on purpose (the full evaluation suite with SGD/Adam bas
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from blur_tf.genome import Genome
-from blur_tf.meta.problem import task_name
+from blur_tf.meta.problem import task_name  # noqa: F401  re-exported (training.py)
 from blur_tf.meta.validation import Validator
 from blur_tf.rule import Rule
 from blur_tf.tables import text_table

@@ -74,7 +74,7 @@ class ConstantSchedule(Schedule):
 
 @dataclasses.dataclass(frozen=True)
 class CurriculumSchedule(Schedule):
-    """The paper's curriculum: `start` steps, + `increment` every `every` meta-steps, ≤ `maximum`."""
+    """The paper's curriculum: `start` steps, +`increment` every `every` meta-steps, ≤ `maximum`."""
 
     start: int
     increment: int

@@ -22,7 +22,7 @@ above (the validated genomes: best so far, distribution mean, last generation's 
 
 | tag | kind | what |
 |---|---|---|
-| `cma/fitness_best`, `cma/fitness_mean`, `cma/fitness_worst` | scalar | held-out accuracy of the generation's finite candidates |
+| `cma/fitness_best`, `_mean`, `_worst` | scalar | held-out accuracy of the finite candidates |
 | `cma/sigma` | scalar | CMA-ES step size σ after the generation |
 | `cma/non_finite` | scalar | cumulative number of non-finite candidates |
 | `cma/unroll_length` | scalar | inner steps of the generation |

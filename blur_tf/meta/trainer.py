@@ -31,8 +31,7 @@ from __future__ import annotations
 import dataclasses
 
 from blur_tf.genome import Genome
-from blur_tf.meta.algorithms.gradient import (GradientMetaTraining, MetaTrainingDiverged,
-                                              StepResult)
+from blur_tf.meta.algorithms.gradient import GradientMetaTraining, MetaTrainingDiverged, StepResult
 from blur_tf.meta.checkpoint import StopRequest
 from blur_tf.meta.outer_loop import OuterLoop
 from blur_tf.meta.problem import InnerProblem

@@ -14,7 +14,7 @@ fixed held-out batch before the first step and after every step: a curve [G, len
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -25,7 +25,6 @@ from blur_tf.meta.estimators import repeat_genome
 from blur_tf.meta.problem import check_hidden_sizes, sample_members, task_name
 from blur_tf.network import BlurNetwork
 from blur_tf.rule import Rule
-
 
 SCORES = ("final", "mean")
 

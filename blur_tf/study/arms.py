@@ -63,7 +63,7 @@ def write_genome_arm(arm: Arm, folder: str) -> None:
     genome file (its metadata rule); `arm.rule` overrides on top. ValueError if bad."""
     from blur_tf.config import parse_rule_overrides  # pylint: disable=g-import-not-at-top
     from blur_tf.evaluation import load_learner  # pylint: disable=g-import-not-at-top
-    from blur_tf.genome import Genome  # pylint: disable=g-import-not-at-top
+    from blur_tf.genome import Genome, resolve_genome_path  # pylint: disable=g-import-not-at-top
     from blur_tf.rule import Rule  # pylint: disable=g-import-not-at-top
     from blur_tf.training import backprop_init_lr  # pylint: disable=g-import-not-at-top
     overrides = parse_rule_overrides(arm.rule) if arm.rule else {}
@@ -78,8 +78,10 @@ def write_genome_arm(arm: Arm, folder: str) -> None:
         rule = dataclasses.replace(Rule.backprop(), **overrides)
         genome = Genome.backprop(backprop_init_lr(arm.genome))
     else:
-        if not os.path.isfile(arm.genome):
-            raise ValueError(f"genome={arm.genome!r}: no such file")
+        try:
+            resolve_genome_path(arm.genome)
+        except ValueError as e:
+            raise ValueError(f"genome={arm.genome!r}: {e}") from None
         learner = load_learner(arm.genome, overrides)
         genome, rule = learner.genome, learner.rule
     genome.save(os.path.join(folder, "genome.json"),

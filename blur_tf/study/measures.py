@@ -108,6 +108,7 @@ def _accuracy(learner, options, data) -> dict:
 
 def _asymmetry(learner, options, out_stem, data) -> dict:
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
     from blur_tf import asymmetry  # pylint: disable=g-import-not-at-top
     from blur_tf.files import atomic_write  # pylint: disable=g-import-not-at-top
     from blur_tf.network import BlurNetwork  # pylint: disable=g-import-not-at-top

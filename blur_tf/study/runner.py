@@ -1,4 +1,4 @@
-"""An experiment from its spec: run the arms, evaluate each genome, aggregate (launchers.experiment).
+"""An experiment from its spec: run the arms, evaluate each genome, aggregate (blur-experiment).
 
 `run_experiment(spec, out_dir, …)`:
 1. checks the spec's evaluations (options, defaults) before any work;

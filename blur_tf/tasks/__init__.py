@@ -15,8 +15,14 @@ preparation, caching), omniglot_small.py (Omniglot from the two small zips), fam
 
 from blur_tf.tasks.base import Episode, Task, TaskSource
 from blur_tf.tasks.families import EpisodeTask, NWayEpisodes, TaskFamily
-from blur_tf.tasks.images import (IMAGE_DATASETS, ImageTask, PoolTask, clear_cache,
-                                  prepare_dataset, preprocess_images)
+from blur_tf.tasks.images import (
+                                  IMAGE_DATASETS,
+                                  ImageTask,
+                                  PoolTask,
+                                  clear_cache,
+                                  prepare_dataset,
+                                  preprocess_images,
+)
 from blur_tf.tasks.registry import get_source, get_task, list_tasks
 from blur_tf.tasks.spec import TaskSpec, parse_classes, parse_spec
 from blur_tf.tasks.toy import TOY_TASKS, ToyTask

@@ -20,7 +20,7 @@ methods as a task.
 from __future__ import annotations
 
 import abc
-from typing import Callable
+from collections.abc import Callable
 
 import tensorflow as tf
 
@@ -113,7 +113,7 @@ class TaskSource(abc.ABC):
     fixed: bool = False
 
     @abc.abstractmethod
-    def draw(self, seed) -> "Episode":
+    def draw(self, seed) -> Episode:
         """The concrete problem of the meta-step of ``seed`` (pure TensorFlow, in-graph)."""
 
 

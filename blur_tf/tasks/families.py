@@ -20,7 +20,7 @@ inside ``tf.function`` / ``tf.while_loop``; the seed picks the problem).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -212,7 +212,7 @@ class NWayEpisodes(base.TaskSource):
         """The episode of the meta-step with this seed (:meth:`draw_parts`)."""
         return self.episode(*self.draw_parts(seed))
 
-    def fixed_episode(self, index: int) -> "EpisodeTask":
+    def fixed_episode(self, index: int) -> EpisodeTask:
         """Episode number ``index`` (the draw of seed ``[FIXED_EPISODE_SEED, index]``) as a task."""
         return EpisodeTask(self, index)
 

@@ -402,7 +402,8 @@ class ImageTask(PoolTask):
         }
         if self.num_eval == 0:
             raise ValueError(f"Task spec {self.spec!r}: eval split {self.eval_split!r} has no "
-                             f"examples of classes {list(self.classes)}; choose another eval_split.")
+                             f"examples of classes {list(self.classes)}; choose another "
+                             "eval_split.")
 
     def _tensor_pool(self, images, labels, split, data_dir):
         key = (self.dataset, resolve_data_dir(data_dir), split, self.crop, self.size, self.classes)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import pickle
-from typing import Sequence
+from collections.abc import Sequence
 
 import cma
 import numpy as np
