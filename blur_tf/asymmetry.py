@@ -46,8 +46,9 @@ def update_jacobian(network: BlurNetwork, genome: Genome, synapses, x, y) -> np.
 
     def unflatten(flat):
         parts = tf.split(flat, sizes)
-        return tuple(tf.tile(tf.reshape(p, s)[None], [1, k // free, 1, 1])
-                     for p, s in zip(parts, shapes))
+        return tuple(
+            tf.tile(tf.reshape(p, s)[None], [1, k // free, 1, 1]) for p, s in zip(parts, shapes)
+        )
 
     with tf.GradientTape() as tape:
         tape.watch(theta)

@@ -81,8 +81,10 @@ def check_activation(name: str) -> str:
 def check_learning_rates(learning_rates) -> tuple[float, ...]:
     rates = tuple(float(r) for r in learning_rates)
     if not rates or any(not np.isfinite(r) or r <= 0 for r in rates):
-        raise ValueError(f"learning rates must be a non-empty list of positive finite numbers, "
-                         f"got {list(learning_rates)}")
+        raise ValueError(
+            f"learning rates must be a non-empty list of positive finite numbers, "
+            f"got {list(learning_rates)}"
+        )
     return rates
 
 
@@ -104,8 +106,7 @@ def check_seeds(seeds) -> tuple[int, ...]:
 
 
 # ------------------------------------------------------------------------------- networks
-def initial_params(layer_sizes: Sequence[int], seeds: Sequence[int],
-                   init_rule: Rule | None = None):
+def initial_params(layer_sizes: Sequence[int], seeds: Sequence[int], init_rule: Rule | None = None):
     """Initial MLP parameters of every seed, equal to channel 0 of BLUR's initial synapses.
 
     Returns a tuple with one (kernel [S, n, m], bias [S, 1, m]) pair per layer; seed s gives
@@ -151,9 +152,11 @@ def count_correct(logits, labels):
 def init_optimizer_state(optimizer: str, params):
     """Optimizer slots shaped like `params`: () for sgd, momenta for momentum, (m, v) for adam."""
     zeros = tf.nest.map_structure(tf.zeros_like, params)
-    return {"sgd": (), "momentum": (zeros,),
-            "adam": (zeros, tf.nest.map_structure(tf.zeros_like, params))}[
-        check_optimizer(optimizer)]
+    return {
+        "sgd": (),
+        "momentum": (zeros,),
+        "adam": (zeros, tf.nest.map_structure(tf.zeros_like, params)),
+    }[check_optimizer(optimizer)]
 
 
 def apply_optimizer(optimizer: str, params, grads, state, learning_rates, step):
@@ -173,16 +176,18 @@ def apply_optimizer(optimizer: str, params, grads, state, learning_rates, step):
         new = [w - lr_like(w) * g for w, g in zip(flat_params, flat_grads)]
         return tf.nest.pack_sequence_as(params, new), ()
     if optimizer == "momentum":
-        momenta = [MOMENTUM * m - lr_like(w) * g
-                   for w, g, m in zip(flat_params, flat_grads, tf.nest.flatten(state[0]))]
+        momenta = [
+            MOMENTUM * m - lr_like(w) * g
+            for w, g, m in zip(flat_params, flat_grads, tf.nest.flatten(state[0]))
+        ]
         new = [w + m for w, m in zip(flat_params, momenta)]
-        return (tf.nest.pack_sequence_as(params, new),
-                (tf.nest.pack_sequence_as(params, momenta),))
+        return (tf.nest.pack_sequence_as(params, new), (tf.nest.pack_sequence_as(params, momenta),))
     t = tf.cast(step + 1, tf.float32)
-    correction = tf.sqrt(1.0 - ADAM_BETA_2 ** t) / (1.0 - ADAM_BETA_1 ** t)
+    correction = tf.sqrt(1.0 - ADAM_BETA_2**t) / (1.0 - ADAM_BETA_1**t)
     new, first, second = [], [], []
-    for w, g, m, v in zip(flat_params, flat_grads, tf.nest.flatten(state[0]),
-                          tf.nest.flatten(state[1])):
+    for w, g, m, v in zip(
+        flat_params, flat_grads, tf.nest.flatten(state[0]), tf.nest.flatten(state[1])
+    ):
         m = m + (g - m) * (1.0 - ADAM_BETA_1)
         v = v + (tf.square(g) - v) * (1.0 - ADAM_BETA_2)
         new.append(w - lr_like(w) * correction * m / (tf.sqrt(v) + ADAM_EPSILON))
@@ -214,8 +219,14 @@ class BaselineSweep:
     not retrace for new start/stop values or equal-shaped inputs.
     """
 
-    def __init__(self, layer_sizes: Sequence[int], optimizer: str, activation: str,
-                 learning_rates: Sequence[float], batch_fn: BatchFn):
+    def __init__(
+        self,
+        layer_sizes: Sequence[int],
+        optimizer: str,
+        activation: str,
+        learning_rates: Sequence[float],
+        batch_fn: BatchFn,
+    ):
         self.layer_sizes = tuple(int(n) for n in layer_sizes)
         self.optimizer = check_optimizer(optimizer)
         self.activation = check_activation(activation)
@@ -224,17 +235,20 @@ class BaselineSweep:
         self._batch_fn = batch_fn
         # Per-instance closures (not bound methods), so TensorFlow's retracing detector sees
         # each sweep's functions as distinct functions; each traces once per input shape.
-        self.train = tf.function(lambda params, state, start, stop:
-                                 self._train(params, state, start, stop))
-        self.correct = tf.function(lambda params, x, y: self._correct(params, x, y),
-                                   reduce_retracing=True)
+        self.train = tf.function(
+            lambda params, state, start, stop: self._train(params, state, start, stop)
+        )
+        self.correct = tf.function(
+            lambda params, x, y: self._correct(params, x, y), reduce_retracing=True
+        )
 
     def init(self, seeds: Sequence[int], init_rule: Rule | None = None):
         """(params, optimizer state), config axes [L, S]; each lr starts from each seed's net."""
         num_lrs = len(self.learning_rates)
         params = tf.nest.map_structure(
             lambda t: tf.tile(t[None], [num_lrs] + [1] * t.shape.rank),
-            initial_params(self.layer_sizes, seeds, init_rule))
+            initial_params(self.layer_sizes, seeds, init_rule),
+        )
         return params, init_optimizer_state(self.optimizer, params)
 
     def _train(self, params, state, start, stop):
@@ -248,16 +262,17 @@ class BaselineSweep:
             return t + 1, params, state
 
         _, params, state = tf.while_loop(
-            lambda t, *_: t < stop, body,
-            (tf.convert_to_tensor(start, tf.int32), params, state))
+            lambda t, *_: t < stop, body, (tf.convert_to_tensor(start, tf.int32), params, state)
+        )
         return params, state
 
     def _correct(self, params, x, y):
         return count_correct(mlp_logits(params, x[None, None], self.activation), y)
 
 
-def evaluate_accuracy(correct_fn: Callable, state, eval_x, eval_y,
-                      chunk: int = DEFAULT_EVAL_CHUNK) -> np.ndarray:
+def evaluate_accuracy(
+    correct_fn: Callable, state, eval_x, eval_y, chunk: int = DEFAULT_EVAL_CHUNK
+) -> np.ndarray:
     """Accuracy of every config on (eval_x [N, n], eval_y [N]), in chunks of `chunk` examples.
 
     correct_fn(state, x_chunk, y_chunk) returns correct counts per config.
@@ -267,15 +282,27 @@ def evaluate_accuracy(correct_fn: Callable, state, eval_x, eval_y,
         raise ValueError("the evaluation set is empty")
     total = 0
     for begin in range(0, n, chunk):
-        total += correct_fn(state, eval_x[begin:begin + chunk], eval_y[begin:begin + chunk]
-                            ).numpy().astype(np.int64)
+        total += (
+            correct_fn(state, eval_x[begin : begin + chunk], eval_y[begin : begin + chunk])
+            .numpy()
+            .astype(np.int64)
+        )
     return total / n
 
 
-def sweep_curves(layer_sizes: Sequence[int], optimizer: str, activation: str,
-                 learning_rates: Sequence[float], seeds: Sequence[int], batch_fn: BatchFn,
-                 eval_x, eval_y, horizons: Sequence[int], init_rule: Rule | None = None,
-                 eval_chunk: int = DEFAULT_EVAL_CHUNK) -> SweepResult:
+def sweep_curves(
+    layer_sizes: Sequence[int],
+    optimizer: str,
+    activation: str,
+    learning_rates: Sequence[float],
+    seeds: Sequence[int],
+    batch_fn: BatchFn,
+    eval_x,
+    eval_y,
+    horizons: Sequence[int],
+    init_rule: Rule | None = None,
+    eval_chunk: int = DEFAULT_EVAL_CHUNK,
+) -> SweepResult:
     """Trains every (learning rate, seed) for max(horizons) steps; accuracy at each horizon.
 
     batch_fn must return one batch per seed, in the order of `seeds`; eval_x [N, n_0], eval_y

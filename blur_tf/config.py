@@ -41,8 +41,13 @@ def rule_parsers() -> dict[str, Callable[[str], object]]:
     parsers = {}
     for field in dataclasses.fields(Rule):
         default = field.default
-        parsers[field.name] = (_parse_bool if isinstance(default, bool) else
-                               _parse_int if isinstance(default, int) else _parse_text)
+        parsers[field.name] = (
+            _parse_bool
+            if isinstance(default, bool)
+            else _parse_int
+            if isinstance(default, int)
+            else _parse_text
+        )
     return parsers
 
 
@@ -59,8 +64,9 @@ def parse_rule_overrides(text: str | None) -> dict:
         key, sep, value = piece.partition("=")
         key, value = key.strip(), value.strip()
         if not sep or key not in parsers:
-            raise ValueError(f"rule override {piece!r}: expected key=value with key one of "
-                             f"{sorted(parsers)}")
+            raise ValueError(
+                f"rule override {piece!r}: expected key=value with key one of {sorted(parsers)}"
+            )
         try:
             overrides[key] = parsers[key](value)
         except ValueError as e:
@@ -71,8 +77,8 @@ def parse_rule_overrides(text: str | None) -> dict:
 class FlagGroup:
     """Flags defined together on one `FlagValues`; `names` lists them in definition order.
 
-        run = FlagGroup(flags.FLAGS, __name__)
-        run.define(flags.DEFINE_integer, "log_every", 20, "Log every N steps.", lower_bound=0)
+    run = FlagGroup(flags.FLAGS, __name__)
+    run.define(flags.DEFINE_integer, "log_every", 20, "Log every N steps.", lower_bound=0)
     """
 
     def __init__(self, fv: flags.FlagValues, module_name: str | None = None):
@@ -80,20 +86,34 @@ class FlagGroup:
 
     def define(self, define, name: str, default, help_text: str, **kwargs) -> None:
         """`define(name, default, help_text, …)` on the group's FlagValues (and module)."""
-        define(name, default, help=help_text, flag_values=self.fv, module_name=self.module_name,
-               **kwargs)
+        define(
+            name,
+            default,
+            help=help_text,
+            flag_values=self.fv,
+            module_name=self.module_name,
+            **kwargs,
+        )
         self.names.append(name)
 
 
 def define_rule_flags(group: FlagGroup) -> None:
     """One flag per `Rule` field, with the field's default (bools as --[no]name)."""
-    defines = {_parse_bool: flags.DEFINE_bool, _parse_int: flags.DEFINE_integer,
-               _parse_text: flags.DEFINE_string}
+    defines = {
+        _parse_bool: flags.DEFINE_bool,
+        _parse_int: flags.DEFINE_integer,
+        _parse_text: flags.DEFINE_string,
+    }
     for field in dataclasses.fields(Rule):
         parser = rule_parsers()[field.name]
         extra = {"lower_bound": 2} if field.name == "num_states" else {}
-        group.define(defines[parser], field.name, field.default,
-                     f"Rule.{field.name} (blur_tf/rule.py).", **extra)
+        group.define(
+            defines[parser],
+            field.name,
+            field.default,
+            f"Rule.{field.name} (blur_tf/rule.py).",
+            **extra,
+        )
 
 
 def rule_from_values(values: dict) -> Rule:

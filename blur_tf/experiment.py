@@ -28,16 +28,21 @@ from blur_tf.files import check_output_folder, write_json_atomic
 from blur_tf.genome import Genome
 from blur_tf.meta.checkpoint import StopRequest
 
-TIMING_KEYS = ("wall_seconds_this_call", "meta_steps_this_call", "meta_steps_per_second",
-               "peak_rss_mb")
+TIMING_KEYS = (
+    "wall_seconds_this_call",
+    "meta_steps_this_call",
+    "meta_steps_per_second",
+    "peak_rss_mb",
+)
 
 
 class Interrupted(Exception):
     """Training stopped by a signal after saving a checkpoint; `status` = 128 + signal."""
 
     def __init__(self, signum: int):
-        super().__init__(f"interrupted by signal {signum}; checkpoint saved, rerun the same "
-                         "command to resume")
+        super().__init__(
+            f"interrupted by signal {signum}; checkpoint saved, rerun the same command to resume"
+        )
         self.signum, self.status = int(signum), 128 + int(signum)
 
 
@@ -80,8 +85,10 @@ class RunDirectory:
             except BlockingIOError:
                 holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
                 os.close(fd)
-                raise ValueError(f"{self.path} is in use by another run (process {holder}); "
-                                 "wait for it to end or use another --out_dir") from None
+                raise ValueError(
+                    f"{self.path} is in use by another run (process {holder}); "
+                    "wait for it to end or use another --out_dir"
+                ) from None
             if _same_file(fd, lock_file):
                 break
             os.close(fd)  # locked a file its previous holder had just removed: retry
@@ -108,20 +115,26 @@ class RunDirectory:
         with open(path) as f:
             previous = json.load(f).get("flags", {})
         recorded = lambda k: previous[k] if k in previous else defaults.get(k)
-        changed = sorted(k for k in set(previous) | set(values)
-                         if k not in resumable and recorded(k) != values.get(k))
+        changed = sorted(
+            k
+            for k in set(previous) | set(values)
+            if k not in resumable and recorded(k) != values.get(k)
+        )
         if changed:
             details = "; ".join(f"--{k}: {recorded(k)!r} -> {values.get(k)!r}" for k in changed)
-            raise ValueError(f"{self.path} holds a run with different training flags "
-                             f"({details}); use another --out_dir or the original flags to "
-                             "resume")
+            raise ValueError(
+                f"{self.path} holds a run with different training flags "
+                f"({details}); use another --out_dir or the original flags to "
+                "resume"
+            )
 
     def record_flags(self, command: str, values: dict, summaries=None) -> None:
         """flags.json and, with a `SummaryWriter`, the flags as TensorBoard text."""
         self.write_json("flags.json", {"command": command, "flags": values})
         if summaries is not None:
-            summaries.flags("\n".join(f"--{k}={v}" for k, v in values.items()) +
-                            f"\n\ncommand: {command}")
+            summaries.flags(
+                "\n".join(f"--{k}={v}" for k, v in values.items()) + f"\n\ncommand: {command}"
+            )
 
     def write_json(self, name: str, data) -> None:
         write_json_atomic(self.file(name), data)

@@ -59,9 +59,11 @@ FORMAT_NAME = "blur_tf.learner"
 FORMAT_VERSION = 1
 ASSET_NAME = "genome.json"
 SIGNATURES = ("learn", "predict", "reset", "metadata", "serving_default")
-ONE_EXAMPLE_MESSAGE = ("a batch of 1 example: the rule normalizes over the batch, so one "
-                       "example gives the same logits for every input; give batches of >= 2 "
-                       "(>= 32 recommended)")
+ONE_EXAMPLE_MESSAGE = (
+    "a batch of 1 example: the rule normalizes over the batch, so one "
+    "example gives the same logits for every input; give batches of >= 2 "
+    "(>= 32 recommended)"
+)
 
 
 class Learner(tf.Module):
@@ -75,14 +77,23 @@ class Learner(tf.Module):
       batch_size: static batch size of `learn`, or None for any (`predict` takes any).
     """
 
-    def __init__(self, network: BlurNetwork, genome: Genome, synapses, metadata_json: str,
-                 batch_size: int | None = None):
+    def __init__(
+        self,
+        network: BlurNetwork,
+        genome: Genome,
+        synapses,
+        metadata_json: str,
+        batch_size: int | None = None,
+    ):
         super().__init__(name="blur_learner")
-        self.forward_synapses = [tf.Variable(w[0], trainable=False, name=f"forward_synapses_{l}")
-                                 for l, (w, _) in enumerate(synapses)]
-        self.backward_synapses = [tf.Variable(v[0], trainable=False,
-                                              name=f"backward_synapses_{l}")
-                                  for l, (_, v) in enumerate(synapses)]
+        self.forward_synapses = [
+            tf.Variable(w[0], trainable=False, name=f"forward_synapses_{l}")
+            for l, (w, _) in enumerate(synapses)
+        ]
+        self.backward_synapses = [
+            tf.Variable(v[0], trainable=False, name=f"backward_synapses_{l}")
+            for l, (_, v) in enumerate(synapses)
+        ]
         self.steps = tf.Variable(tf.constant(0, tf.int64), trainable=False, name="steps")
         genome = genome.as_tensors()
         num_classes = network.layer_sizes[-1]
@@ -90,24 +101,31 @@ class Learner(tf.Module):
 
         def checks(x, y=None):
             """Assertions every op of a call depends on, so a refused call changes nothing."""
-            finite = [tf.debugging.assert_all_finite(
-                x, "inputs contain non-finite values (NaN or Inf)")]
+            finite = [
+                tf.debugging.assert_all_finite(x, "inputs contain non-finite values (NaN or Inf)")
+            ]
             if network.rule.normalize_forward:
-                finite.append(tf.debugging.assert_none_equal(
-                    tf.shape(x)[0], 1, message=ONE_EXAMPLE_MESSAGE))
+                finite.append(
+                    tf.debugging.assert_none_equal(tf.shape(x)[0], 1, message=ONE_EXAMPLE_MESSAGE)
+                )
             if y is None:
                 return finite
             return finite + [
-                tf.debugging.assert_equal(tf.shape(y)[0], tf.shape(x)[0],
-                                          message="x and y have different batch sizes"),
+                tf.debugging.assert_equal(
+                    tf.shape(y)[0], tf.shape(x)[0], message="x and y have different batch sizes"
+                ),
                 tf.debugging.assert_non_negative(y, message="labels out of range (negative)"),
-                tf.debugging.assert_less(y, num_classes, message=f"labels out of range: the "
-                                         f"learner has {num_classes} classes"),
+                tf.debugging.assert_less(
+                    y,
+                    num_classes,
+                    message=f"labels out of range: the learner has {num_classes} classes",
+                ),
             ]
 
         def current():
             return network.to_channel_major(
-                [(w[None], v[None]) for w, v in zip(self.forward_synapses, self.backward_synapses)])
+                [(w[None], v[None]) for w, v in zip(self.forward_synapses, self.backward_synapses)]
+            )
 
         def store(synapses):
             for variable, (w, _) in zip(self.forward_synapses, synapses):
@@ -115,13 +133,18 @@ class Learner(tf.Module):
             for variable, (_, v) in zip(self.backward_synapses, synapses):
                 variable.assign(v[0])
 
-        @tf.function(input_signature=[tf.TensorSpec([batch_size, n_in], tf.float32, name="x"),
-                                      tf.TensorSpec([batch_size], tf.int32, name="y")])
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec([batch_size, n_in], tf.float32, name="x"),
+                tf.TensorSpec([batch_size], tf.int32, name="y"),
+            ]
+        )
         def learn(x, y):
             with tf.control_dependencies(checks(x, y)):
                 forwards, backwards = current()
                 forwards, backwards, logits = network.step_channel_major(
-                    genome, forwards, backwards, x[None], y[None])
+                    genome, forwards, backwards, x[None], y[None]
+                )
                 store(network.from_channel_major(forwards, backwards))
                 self.steps.assign_add(1)
                 return {"logits": logits[0], "accuracy": accuracy(logits[0], y)}
@@ -145,14 +168,26 @@ class Learner(tf.Module):
         self.learn, self.predict, self.reset, self.metadata = learn, predict, reset, metadata
 
     def signatures(self) -> dict:
-        return {"learn": self.learn, "predict": self.predict, "reset": self.reset,
-                "metadata": self.metadata, "serving_default": self.predict}
+        return {
+            "learn": self.learn,
+            "predict": self.predict,
+            "reset": self.reset,
+            "metadata": self.metadata,
+            "serving_default": self.predict,
+        }
 
 
-def export_learner(source: Genome | BlurModel, path: str, *,
-                   layer_sizes: Sequence[int] | None = None, rule: Rule | None = None,
-                   batch_size: int | None = None, seed: int | None = None,
-                   metadata: dict | None = None, overwrite: bool = False) -> str:
+def export_learner(
+    source: Genome | BlurModel,
+    path: str,
+    *,
+    layer_sizes: Sequence[int] | None = None,
+    rule: Rule | None = None,
+    batch_size: int | None = None,
+    seed: int | None = None,
+    metadata: dict | None = None,
+    overwrite: bool = False,
+) -> str:
     """Writes the learner SavedModel (see the module docstring) to the folder `path`.
 
     Args:
@@ -174,12 +209,16 @@ def export_learner(source: Genome | BlurModel, path: str, *,
     """
     if isinstance(source, BlurModel):
         if layer_sizes is not None or rule is not None:
-            raise ValueError("export_learner(BlurModel): layer_sizes and rule come from the "
-                             "model; do not pass them")
+            raise ValueError(
+                "export_learner(BlurModel): layer_sizes and rule come from the "
+                "model; do not pass them"
+            )
         network, genome = source.network, source.genome
         seed = source.seed if seed is None else seed
-        synapses = tuple((layer.forward_synapses[None], layer.backward_synapses[None])
-                         for layer in source.blur_layers)
+        synapses = tuple(
+            (layer.forward_synapses[None], layer.backward_synapses[None])
+            for layer in source.blur_layers
+        )
         initial = "BlurModel synapses"
     elif isinstance(source, Genome):
         if layer_sizes is None:
@@ -188,8 +227,9 @@ def export_learner(source: Genome | BlurModel, path: str, *,
         genome, synapses, initial = source, None, "init_synapses(1, seed)"
         seed = 0 if seed is None else seed
     else:
-        raise ValueError(f"export_learner needs a Genome or a BlurModel, got "
-                         f"{type(source).__name__}")
+        raise ValueError(
+            f"export_learner needs a Genome or a BlurModel, got {type(source).__name__}"
+        )
     _check_genome(genome, network.rule)
     if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
@@ -200,11 +240,18 @@ def export_learner(source: Genome | BlurModel, path: str, *,
         synapses = network.init_synapses(1, int(seed))
     document = genome.to_dict()
     document["metadata"] = {
-        **(metadata or {}), "rule": network.rule.to_dict(),
+        **(metadata or {}),
+        "rule": network.rule.to_dict(),
         "layer_sizes": list(network.layer_sizes),
-        "export": {"format": FORMAT_NAME, "version": FORMAT_VERSION, "batch_size": batch_size,
-                   "seed": int(seed), "initial_synapses": initial,
-                   "signatures": list(SIGNATURES)}}
+        "export": {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "batch_size": batch_size,
+            "seed": int(seed),
+            "initial_synapses": initial,
+            "signatures": list(SIGNATURES),
+        },
+    }
     text = json.dumps(document, indent=1) + "\n"
     learner = Learner(network, genome, synapses, text, batch_size)
 
@@ -227,8 +274,10 @@ def _check_genome(genome: Genome, rule: Rule) -> None:
     """ValueError unless the genome is one finite genome whose K matches the rule."""
     rule.check_genome(genome)
     if genome.population != 1:
-        raise ValueError(f"export needs a genome with population 1, got {genome.population}; "
-                         f"select one with genome.take([i])")
+        raise ValueError(
+            f"export needs a genome with population 1, got {genome.population}; "
+            f"select one with genome.take([i])"
+        )
     for name, value in zip(Genome._fields, genome.numpy()):
         if not np.all(np.isfinite(value)):
             raise ValueError(f"genome coefficient {name!r} has non-finite values")

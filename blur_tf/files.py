@@ -48,8 +48,9 @@ def check_output_directory(path: str, overwrite: bool = False) -> str:
     if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(f"output path {path} exists and is not a folder")
     if os.path.isdir(path) and os.listdir(path) and not overwrite:
-        raise ValueError(f"output folder {path} exists and is not empty (pass overwrite to "
-                         f"replace it)")
+        raise ValueError(
+            f"output folder {path} exists and is not empty (pass overwrite to replace it)"
+        )
     ancestor = os.path.dirname(path)
     while not os.path.exists(ancestor):
         ancestor = os.path.dirname(ancestor)
@@ -58,8 +59,7 @@ def check_output_directory(path: str, overwrite: bool = False) -> str:
     return path
 
 
-def write_directory_atomic(path: str, write: Callable[[str], Any],
-                           overwrite: bool = False) -> None:
+def write_directory_atomic(path: str, write: Callable[[str], Any], overwrite: bool = False) -> None:
     """Calls `write(tmp)` on a fresh temporary folder beside `path`, then renames it to `path`.
 
     Checked first with `check_output_directory`. On any error the temporary folder is removed

@@ -64,8 +64,9 @@ def feedback_signal(outputs: tf.Tensor, y: tf.Tensor, regression: bool) -> tf.Te
     return tf.one_hot(y, tf.shape(outputs)[-1], dtype=outputs.dtype)
 
 
-def flp_step(params: FlpParams, plastic: tuple, x: tf.Tensor, y: tf.Tensor,
-             regression: bool = True) -> tuple:
+def flp_step(
+    params: FlpParams, plastic: tuple, x: tf.Tensor, y: tf.Tensor, regression: bool = True
+) -> tuple:
     """One FLP inner step on a batch: the new plastic weights (last N layers).
 
     With the front weights of `params` and the current plastic weights W_l (l > L − N):
@@ -87,8 +88,10 @@ def flp_step(params: FlpParams, plastic: tuple, x: tf.Tensor, y: tf.Tensor,
     new = []
     for j, w in enumerate(plastic):
         l = front + j  # weight index: x_{l} -> x_{l+1}
-        feedback = tf.nn.relu(tf.einsum("pbc,pcm->pbm", signal, params.feedback[j])
-                              + params.feedback_biases[j][:, None, :])
+        feedback = tf.nn.relu(
+            tf.einsum("pbc,pcm->pbm", signal, params.feedback[j])
+            + params.feedback_biases[j][:, None, :]
+        )
         beta = params.feedback_strength[j][:, None, None]
         h = beta * feedback + (1.0 - beta) * activities[l + 1]
         if not regression and l == len(weights) - 1:
@@ -109,8 +112,14 @@ def task_loss(outputs: tf.Tensor, y: tf.Tensor, regression: bool) -> tf.Tensor:
     return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, outputs), -1)
 
 
-def sgd_step(params: FlpParams, plastic: tuple, x: tf.Tensor, y: tf.Tensor,
-             learning_rate: float, regression: bool = True) -> tuple:
+def sgd_step(
+    params: FlpParams,
+    plastic: tuple,
+    x: tf.Tensor,
+    y: tf.Tensor,
+    learning_rate: float,
+    regression: bool = True,
+) -> tuple:
     """One first-order SGD step on the plastic weights (the OML-like baseline):
 
         W_l ← W_l − η · sg(∂ℓ/∂W_l),   ℓ = `task_loss` of the network on (x, y), per network,
@@ -144,15 +153,22 @@ class FlpNetwork:
       feedback_strength: initial β.
     """
 
-    def __init__(self, layer_sizes: Sequence[int], num_plastic: int, learner: str = "flp",
-                 regression: bool = True, inner_learning_rate: float = 0.003,
-                 feedback_strength: float = 0.5):
+    def __init__(
+        self,
+        layer_sizes: Sequence[int],
+        num_plastic: int,
+        learner: str = "flp",
+        regression: bool = True,
+        inner_learning_rate: float = 0.003,
+        feedback_strength: float = 0.5,
+    ):
         sizes = tuple(layer_sizes)
         if len(sizes) < 2 or any(not isinstance(n, int) or n < 1 for n in sizes):
             raise ValueError(f"layer sizes must be >= 2 positive ints, got {list(layer_sizes)}")
         if not isinstance(num_plastic, int) or not 1 <= num_plastic <= len(sizes) - 1:
-            raise ValueError(f"num_plastic must be an int in [1, {len(sizes) - 1}], got "
-                             f"{num_plastic!r}")
+            raise ValueError(
+                f"num_plastic must be an int in [1, {len(sizes) - 1}], got {num_plastic!r}"
+            )
         if learner not in LEARNERS:
             raise ValueError(f"learner {learner!r}; one of {LEARNERS}")
         if not inner_learning_rate > 0:
@@ -168,22 +184,26 @@ class FlpNetwork:
     def initial_params(self, population: int = 1, seed: int = 0) -> FlpParams:
         """Fresh meta-parameters (class doc), deterministic in `seed`, as float32 arrays."""
         rng = np.random.default_rng(seed)
-        kaiming = lambda fan_in, shape: (rng.standard_normal((population, *shape))
-                                         * np.sqrt(2.0 / fan_in)).astype(np.float32)
+        kaiming = lambda fan_in, shape: (
+            rng.standard_normal((population, *shape)) * np.sqrt(2.0 / fan_in)
+        ).astype(np.float32)
         pairs = list(zip(self.layer_sizes[:-1], self.layer_sizes[1:]))
         weights = tuple(kaiming(n, (n, m)) for n, m in pairs)
         biases = tuple(np.zeros((population, m), np.float32) for _, m in pairs)
-        plastic = pairs[len(pairs) - self.num_plastic:]
+        plastic = pairs[len(pairs) - self.num_plastic :]
         if self.learner != "flp":
             return FlpParams(weights, biases, (), (), (), ())
         n_out = self.layer_sizes[-1]
         return FlpParams(
-            weights, biases,
+            weights,
+            biases,
             feedback=tuple(kaiming(n_out, (n_out, m)) for _, m in plastic),
             feedback_biases=tuple(np.zeros((population, m), np.float32) for _, m in plastic),
             plasticity=tuple(np.zeros((population, n, m), np.float32) for n, m in plastic),
-            feedback_strength=tuple(np.full([population], self.feedback_strength, np.float32)
-                                    for _ in plastic))
+            feedback_strength=tuple(
+                np.full([population], self.feedback_strength, np.float32) for _ in plastic
+            ),
+        )
 
     def check_params(self, params) -> None:
         """ValueError unless `params` are `FlpParams` shaped for this network and learner."""
@@ -191,11 +211,13 @@ class FlpNetwork:
             raise ValueError(f"expected FlpParams, got {type(params).__name__}")
         expected = self.initial_params(1)
         for field, got, want in zip(FlpParams._fields, params, expected):
-            if len(got) != len(want) or any(tuple(g.shape[1:]) != w.shape[1:]
-                                            for g, w in zip(got, want)):
+            if len(got) != len(want) or any(
+                tuple(g.shape[1:]) != w.shape[1:] for g, w in zip(got, want)
+            ):
                 raise ValueError(
                     f"FlpParams.{field} has shapes {[list(g.shape) for g in got]}; this "
-                    f"{self.learner} network needs {[['P', *w.shape[1:]] for w in want]}")
+                    f"{self.learner} network needs {[['P', *w.shape[1:]] for w in want]}"
+                )
 
     def init_synapses(self, population: int, seed: int = 0) -> tuple:
         """No per-network random state: the plastic weights start at the meta-learned W."""
@@ -212,7 +234,7 @@ class FlpNetwork:
         """`length` inner steps on `batch_fn(t)` = (x [P, B, n], y [P, B]) in a while loop,
         from the meta-learned plastic weights; the final plastic weights. `state` is ()."""
         del state
-        plastic = tuple(params.weights[self.num_layers - self.num_plastic:])
+        plastic = tuple(params.weights[self.num_layers - self.num_plastic :])
 
         def body(t, plastic):
             x, y = batch_fn(t)

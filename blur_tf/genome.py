@@ -91,8 +91,14 @@ class Genome(NamedTuple):
 
     # ----------------------------------------------------------------------------- factories
     @classmethod
-    def random(cls, num_states: int, seed: int = 0, population: int = 1,
-               transform_std: float = 0.5, synapse_update: float = 0.05) -> Genome:
+    def random(
+        cls,
+        num_states: int,
+        seed: int = 0,
+        population: int = 1,
+        transform_std: float = 0.5,
+        synapse_update: float = 0.05,
+    ) -> Genome:
         """A random genome, as the paper's meta-training starts from.
 
         Transforms ν, μ, ν̃, μ̃ ~ N(0, transform_std²); gates f = η = 1 and f̃ = 1 (as the reference
@@ -111,12 +117,19 @@ class Genome(NamedTuple):
             return np.full((p, *shape), value)
 
         return cls.from_arrays(
-            forward_transform=matrix(), backward_transform=matrix(),
-            neuron_keep=full(1.0), neuron_update=full(1.0),
-            synapse_pre=matrix(), synapse_post=matrix(),
-            synapse_keep=full(1.0), synapse_update=full(synapse_update),
-            norm_gain=full(1.0, (k,)), norm_shift=full(0.0, (k,)),
-            oja_multiplier=full(0.01), saturation=full(1.0))
+            forward_transform=matrix(),
+            backward_transform=matrix(),
+            neuron_keep=full(1.0),
+            neuron_update=full(1.0),
+            synapse_pre=matrix(),
+            synapse_post=matrix(),
+            synapse_keep=full(1.0),
+            synapse_update=full(synapse_update),
+            norm_gain=full(1.0, (k,)),
+            norm_shift=full(0.0, (k,)),
+            oja_multiplier=full(0.01),
+            saturation=full(1.0),
+        )
 
     @classmethod
     def backprop(cls, learning_rate: float, population: int = 1) -> Genome:
@@ -137,12 +150,17 @@ class Genome(NamedTuple):
         return cls.from_arrays(
             forward_transform=tile([[1.0, 0.0], [1.0, 0.0]]),
             backward_transform=tile(np.eye(k)),
-            neuron_keep=tile(1.0), neuron_update=tile(1.0),
+            neuron_keep=tile(1.0),
+            neuron_update=tile(1.0),
             synapse_pre=tile(np.eye(k)),
             synapse_post=tile([[0.0, 1.0], [1.0, 0.0]]),
-            synapse_keep=tile(1.0), synapse_update=tile(float(learning_rate)),
-            norm_gain=tile(np.ones(k)), norm_shift=tile(np.zeros(k)),
-            oja_multiplier=tile(0.0), saturation=tile(1.0))
+            synapse_keep=tile(1.0),
+            synapse_update=tile(float(learning_rate)),
+            norm_gain=tile(np.ones(k)),
+            norm_shift=tile(np.zeros(k)),
+            oja_multiplier=tile(0.0),
+            saturation=tile(1.0),
+        )
 
     @classmethod
     def from_arrays(cls, **fields) -> Genome:
@@ -160,8 +178,12 @@ class Genome(NamedTuple):
 
     def as_variables(self, trainable: bool = True) -> Genome:
         """A genome of fresh `tf.Variable`s holding these values (for meta-training)."""
-        return Genome(*[tf.Variable(tf.convert_to_tensor(v, tf.float32), trainable=trainable,
-                                    name=name) for name, v in zip(self._fields, self)])
+        return Genome(
+            *[
+                tf.Variable(tf.convert_to_tensor(v, tf.float32), trainable=trainable, name=name)
+                for name, v in zip(self._fields, self)
+            ]
+        )
 
     def assign(self, other: Genome) -> None:
         """Assigns `other`'s values into this genome's variables."""
@@ -177,8 +199,12 @@ class Genome(NamedTuple):
         """Stacks several genomes (with equal K) along the population axis."""
         genomes = list(genomes)
         _check_same_states(genomes)
-        return Genome(*[tf.concat([tf.convert_to_tensor(g[i], tf.float32) for g in genomes], 0)
-                        for i in range(len(Genome._fields))])
+        return Genome(
+            *[
+                tf.concat([tf.convert_to_tensor(g[i], tf.float32) for g in genomes], 0)
+                for i in range(len(Genome._fields))
+            ]
+        )
 
     def to_dict(self) -> dict:
         """A JSON-ready dict: format tag, K, P and every coefficient as nested lists."""
@@ -201,8 +227,10 @@ class Genome(NamedTuple):
         if "format" in d and d["format"] != FORMAT_NAME:
             raise ValueError(f"not a genome: format is {d['format']!r}, expected {FORMAT_NAME!r}")
         if "version" in d and (isinstance(d["version"], bool) or d["version"] != FORMAT_VERSION):
-            raise ValueError(f"genome format version {d['version']!r} is not supported (this "
-                             f"blur_tf reads version {FORMAT_VERSION})")
+            raise ValueError(
+                f"genome format version {d['version']!r} is not supported (this "
+                f"blur_tf reads version {FORMAT_VERSION})"
+            )
         coefficients = d["coefficients"]
         missing = sorted(set(FIELD_KINDS) - set(coefficients))
         unknown = sorted(set(coefficients) - set(FIELD_KINDS))
@@ -220,14 +248,18 @@ class Genome(NamedTuple):
         for name, kind in FIELD_KINDS.items():
             expected = (p, *_member_shape(kind, k))
             if arrays[name].shape != expected:
-                raise ValueError(f"genome coefficient {name!r} has shape {arrays[name].shape}, "
-                                 f"expected {expected} (P={p}, K={k})")
+                raise ValueError(
+                    f"genome coefficient {name!r} has shape {arrays[name].shape}, "
+                    f"expected {expected} (P={p}, K={k})"
+                )
             if not np.all(np.isfinite(arrays[name])):
                 raise ValueError(f"genome coefficient {name!r} has non-finite values")
             if np.any(np.abs(arrays[name]) > MAX_ABS_VALUE):
-                raise ValueError(f"genome coefficient {name!r} holds {_largest(arrays[name])}, "
-                                 f"beyond ±{MAX_ABS_VALUE:g} (the bound of meta-training; "
-                                 "such a genome gives constant or non-finite outputs)")
+                raise ValueError(
+                    f"genome coefficient {name!r} holds {_largest(arrays[name])}, "
+                    f"beyond ±{MAX_ABS_VALUE:g} (the bound of meta-training; "
+                    "such a genome gives constant or non-finite outputs)"
+                )
         for key, actual in (("num_states", k), ("population", p)):
             if key in d and d[key] != actual:
                 raise ValueError(f"genome {key} says {d[key]} but coefficients have {actual}")
@@ -250,8 +282,9 @@ class Genome(NamedTuple):
     def load_shipped(cls, name: str) -> Genome:
         """The shipped genome `name` (one of `shipped_genome_names()`, e.g. "mnist_fast")."""
         if name not in shipped_genome_names():
-            raise ValueError(f"no shipped genome {name!r} (shipped: "
-                             f"{', '.join(shipped_genome_names())})")
+            raise ValueError(
+                f"no shipped genome {name!r} (shipped: {', '.join(shipped_genome_names())})"
+            )
         return cls.load(os.path.join(shipped_genomes_dir(), name + ".json"))
 
     @classmethod
@@ -283,8 +316,9 @@ def shipped_genomes_dir() -> str:
     the installed package (package data), or the repository's `genomes/` in a source checkout."""
     package = os.path.dirname(os.path.abspath(__file__))
     installed = os.path.join(package, "genomes")
-    return installed if os.path.isdir(installed) else os.path.join(os.path.dirname(package),
-                                                                   "genomes")
+    return (
+        installed if os.path.isdir(installed) else os.path.join(os.path.dirname(package), "genomes")
+    )
 
 
 def shipped_genome_names() -> list[str]:
@@ -292,7 +326,7 @@ def shipped_genome_names() -> list[str]:
     folder = shipped_genomes_dir()
     if not os.path.isdir(folder):
         return []
-    return sorted(f[:-len(".json")] for f in os.listdir(folder) if f.endswith(".json"))
+    return sorted(f[: -len(".json")] for f in os.listdir(folder) if f.endswith(".json"))
 
 
 def resolve_genome_path(path_or_name: str) -> str:
@@ -302,8 +336,10 @@ def resolve_genome_path(path_or_name: str) -> str:
         return path_or_name
     if path_or_name in shipped_genome_names():
         return os.path.join(shipped_genomes_dir(), path_or_name + ".json")
-    raise ValueError(f"genome file {path_or_name} does not exist and is not a shipped genome "
-                     f"(shipped: {', '.join(shipped_genome_names()) or 'none found'})")
+    raise ValueError(
+        f"genome file {path_or_name} does not exist and is not a shipped genome "
+        f"(shipped: {', '.join(shipped_genome_names()) or 'none found'})"
+    )
 
 
 def _largest(values: np.ndarray) -> str:

@@ -11,8 +11,9 @@ from blur_tf.genome import Genome
 from blur_tf.rule import Rule
 
 
-def init_layer_synapses(fan_in: int, units: int, rule: Rule, population: int, seed: int,
-                        layer_index: int = 0):
+def init_layer_synapses(
+    fan_in: int, units: int, rule: Rule, population: int, seed: int, layer_index: int = 0
+):
     """Initial synapses of one layer pair in the public (DESIGN) layout.
 
     Kernels are Glorot-uniform (±sqrt(6 / (fan_in + units)), as Keras Dense), the bias row is 0.
@@ -28,10 +29,10 @@ def init_layer_synapses(fan_in: int, units: int, rule: Rule, population: int, se
     limit = float(np.sqrt(6.0 / (fan_in + units)))
 
     def draw(shape, salt):
-        stream = tf.stack([tf.cast(seed, tf.int64), tf.constant(2 * int(layer_index) + salt,
-                                                                tf.int64)])
-        values = tf.random.stateless_uniform([population, *shape, channels], stream,
-                                             -limit, limit)
+        stream = tf.stack(
+            [tf.cast(seed, tf.int64), tf.constant(2 * int(layer_index) + salt, tf.int64)]
+        )
+        values = tf.random.stateless_uniform([population, *shape, channels], stream, -limit, limit)
         return tf.tile(values, [1, 1, 1, k // channels]) if channels == 1 else values
 
     kernel = draw([fan_in, units], 0)
@@ -72,15 +73,24 @@ class BlurDense(keras.layers.Layer):
     (`seed`, `layer_index`), so a BlurModel's layers equal `BlurNetwork.init_synapses(1, seed)`.
     """
 
-    def __init__(self, units: int, num_states: int, rule: Rule | dict | None = None,
-                 is_output: bool = False, seed: int = 0, layer_index: int = 0, **kwargs):
+    def __init__(
+        self,
+        units: int,
+        num_states: int,
+        rule: Rule | dict | None = None,
+        is_output: bool = False,
+        seed: int = 0,
+        layer_index: int = 0,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if isinstance(rule, dict):
             rule = Rule.from_dict(rule)
         rule = rule or Rule(num_states=num_states)
         if rule.num_states != num_states:
-            raise ValueError(f"BlurDense(num_states={num_states}) with a rule of "
-                             f"num_states={rule.num_states}")
+            raise ValueError(
+                f"BlurDense(num_states={num_states}) with a rule of num_states={rule.num_states}"
+            )
         if int(units) < 1:
             raise ValueError(f"BlurDense units must be >= 1, got {units}")
         self.units, self.num_states, self.rule = int(units), num_states, rule
@@ -88,14 +98,21 @@ class BlurDense(keras.layers.Layer):
 
     def build(self, input_shape):
         fan_in = int(input_shape[1])
-        forward, backward = init_layer_synapses(fan_in, self.units, self.rule, 1, self.seed,
-                                                self.layer_index)
+        forward, backward = init_layer_synapses(
+            fan_in, self.units, self.rule, 1, self.seed, self.layer_index
+        )
         self.forward_synapses = self.add_weight(
-            name="forward_synapses", shape=tuple(forward.shape[1:]), trainable=False,
-            initializer=lambda shape, dtype=None: forward[0])
+            name="forward_synapses",
+            shape=tuple(forward.shape[1:]),
+            trainable=False,
+            initializer=lambda shape, dtype=None: forward[0],
+        )
         self.backward_synapses = self.add_weight(
-            name="backward_synapses", shape=tuple(backward.shape[1:]), trainable=False,
-            initializer=lambda shape, dtype=None: backward[0])
+            name="backward_synapses",
+            shape=tuple(backward.shape[1:]),
+            trainable=False,
+            initializer=lambda shape, dtype=None: backward[0],
+        )
 
     def call(self, states, genome: Genome):
         states = tf.convert_to_tensor(states, tf.float32)
@@ -109,8 +126,9 @@ class BlurDense(keras.layers.Layer):
 
     def channel_major_synapses(self):
         """(W [1, K, in+1, units], V [1, K, units, in] or None) for the rule functions."""
-        return to_channel_major(self.forward_synapses[None], self.backward_synapses[None],
-                                self.rule)
+        return to_channel_major(
+            self.forward_synapses[None], self.backward_synapses[None], self.rule
+        )
 
     def assign_channel_major(self, forward, backward):
         """Stores synapses given in the rule layout (population 1)."""
@@ -123,7 +141,12 @@ class BlurDense(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(units=self.units, num_states=self.num_states, rule=self.rule.to_dict(),
-                      is_output=self.is_output, seed=self.seed,
-                      layer_index=self.layer_index)
+        config.update(
+            units=self.units,
+            num_states=self.num_states,
+            rule=self.rule.to_dict(),
+            is_output=self.is_output,
+            seed=self.seed,
+            layer_index=self.layer_index,
+        )
         return config

@@ -26,8 +26,9 @@ from blur_tf.rule import Rule
 def _check_layer_sizes(layer_sizes) -> tuple[int, ...]:
     sizes = tuple(int(n) for n in layer_sizes)
     if len(sizes) < 2 or any(n < 1 for n in sizes) or list(sizes) != list(layer_sizes):
-        raise ValueError(f"layer_sizes must be >= 2 positive ints (input … output), "
-                         f"got {list(layer_sizes)}")
+        raise ValueError(
+            f"layer_sizes must be >= 2 positive ints (input … output), got {list(layer_sizes)}"
+        )
     return sizes
 
 
@@ -38,24 +39,30 @@ def check_batch(layer_sizes: Sequence[int], x, y=None) -> None:
     """
     x_shape, n_in, n_out = tuple(x.shape), layer_sizes[0], layer_sizes[-1]
     if len(x_shape) not in (2, 3) or x_shape[-1] != n_in:
-        raise ValueError(f"inputs must have shape [B, {n_in}] or [P, B, {n_in}] "
-                         f"(input width {n_in}), got {list(x_shape)}")
+        raise ValueError(
+            f"inputs must have shape [B, {n_in}] or [P, B, {n_in}] "
+            f"(input width {n_in}), got {list(x_shape)}"
+        )
     concrete = not isinstance(x, tf.Tensor) or hasattr(x, "numpy")
     if concrete and not np.all(np.isfinite(np.asarray(x, np.float32))):
         raise ValueError("inputs contain non-finite values (NaN or Inf)")
     if y is None:
         return
     if tuple(y.shape) != x_shape[:-1]:
-        raise ValueError(f"labels must have shape {list(x_shape[:-1])} (class ids), "
-                         f"got {list(y.shape)}")
+        raise ValueError(
+            f"labels must have shape {list(x_shape[:-1])} (class ids), got {list(y.shape)}"
+        )
     if not isinstance(y, tf.Tensor) or hasattr(y, "numpy"):
         labels = np.asarray(y)
-        if labels.size and (not np.issubdtype(labels.dtype, np.integer) and
-                            np.any(labels != np.round(labels))):
+        if labels.size and (
+            not np.issubdtype(labels.dtype, np.integer) and np.any(labels != np.round(labels))
+        ):
             raise ValueError("labels must be integer class ids")
         if labels.size and (labels.min() < 0 or labels.max() >= n_out):
-            raise ValueError(f"labels out of range: got values in [{labels.min()}, "
-                             f"{labels.max()}], the network has {n_out} classes (0…{n_out - 1})")
+            raise ValueError(
+                f"labels out of range: got values in [{labels.min()}, "
+                f"{labels.max()}], the network has {n_out} classes (0…{n_out - 1})"
+            )
 
 
 class BlurNetwork:
@@ -67,8 +74,9 @@ class BlurNetwork:
       jit_compile: compile `step`, `predict` and `unroll` with XLA.
     """
 
-    def __init__(self, layer_sizes: Sequence[int], rule: Rule | None = None,
-                 jit_compile: bool = False):
+    def __init__(
+        self, layer_sizes: Sequence[int], rule: Rule | None = None, jit_compile: bool = False
+    ):
         self.layer_sizes = _check_layer_sizes(layer_sizes)
         self.rule = rule or Rule()
         compiled = lambda fn: tf.function(fn, reduce_retracing=True, jit_compile=jit_compile)
@@ -84,8 +92,10 @@ class BlurNetwork:
     # ----------------------------------------------------------------------------- public API
     def init_synapses(self, population: int = 1, seed: int = 0):
         """Fresh synapses for `population` independent networks, deterministic in `seed`."""
-        return tuple(init_layer_synapses(n, m, self.rule, population, seed, layer_index=l)
-                     for l, (n, m) in enumerate(zip(self.layer_sizes[:-1], self.layer_sizes[1:])))
+        return tuple(
+            init_layer_synapses(n, m, self.rule, population, seed, layer_index=l)
+            for l, (n, m) in enumerate(zip(self.layer_sizes[:-1], self.layer_sizes[1:]))
+        )
 
     def step(self, genome: Genome, synapses, x, y):
         """One inner step (DESIGN §1) on batch (x [(P,) B, n_0], y [(P,) B]) → new synapses."""
@@ -112,8 +122,10 @@ class BlurNetwork:
             return self._unroll(genome, synapses, batches, length)
         xs, ys = _as_float(batches[0]), _as_labels(batches[1])
         if xs.shape[:-1] != ys.shape or xs.shape.rank not in (3, 4):
-            raise ValueError(f"batches must be xs [T, (P,) B, n] and ys [T, (P,) B], got "
-                             f"{list(xs.shape)} and {list(ys.shape)}")
+            raise ValueError(
+                f"batches must be xs [T, (P,) B, n] and ys [T, (P,) B], got "
+                f"{list(xs.shape)} and {list(ys.shape)}"
+            )
         if hasattr(length, "numpy"):
             if int(length) > xs.shape[0]:
                 raise ValueError(f"unroll length {int(length)} exceeds the {xs.shape[0]} batches")
@@ -130,17 +142,29 @@ class BlurNetwork:
         rule = self.rule
         states = [rule_lib.input_states(x, rule.num_states)]
         for l, forward_synapses in enumerate(forwards):
-            states.append(rule_lib.forward(genome, rule, states[-1], forward_synapses,
-                                           is_output=l == self.num_layers - 1))
+            states.append(
+                rule_lib.forward(
+                    genome, rule, states[-1], forward_synapses, is_output=l == self.num_layers - 1
+                )
+            )
         logits = states[-1][:, 0]
         states[-1] = rule_lib.feedback(rule, states[-1], y)
         feedback_synapses = forwards if rule.symmetric else backwards
         for l in range(self.num_layers - 1, 0, -1):
-            states[l] = rule_lib.backward(genome, rule, states[l], states[l + 1],
-                                          feedback_synapses[l])
-        updated = [rule_lib.update_synapses(genome, rule, states[l], states[l + 1], forwards[l],
-                                            None if rule.symmetric else backwards[l])
-                   for l in range(self.num_layers)]
+            states[l] = rule_lib.backward(
+                genome, rule, states[l], states[l + 1], feedback_synapses[l]
+            )
+        updated = [
+            rule_lib.update_synapses(
+                genome,
+                rule,
+                states[l],
+                states[l + 1],
+                forwards[l],
+                None if rule.symmetric else backwards[l],
+            )
+            for l in range(self.num_layers)
+        ]
         new_forwards = tuple(w for w, _ in updated)
         new_backwards = () if rule.symmetric else tuple(v for _, v in updated)
         return new_forwards, new_backwards, logits
@@ -149,8 +173,9 @@ class BlurNetwork:
         """Forward pass only, rule layout: logits [P, B, n_L]."""
         states = rule_lib.input_states(x, self.rule.num_states)
         for l, forward_synapses in enumerate(forwards):
-            states = rule_lib.forward(genome, self.rule, states, forward_synapses,
-                                      is_output=l == self.num_layers - 1)
+            states = rule_lib.forward(
+                genome, self.rule, states, forward_synapses, is_output=l == self.num_layers - 1
+            )
         return states[:, 0]
 
     def outputs(self, genome: Genome, synapses, x):
@@ -170,8 +195,9 @@ class BlurNetwork:
 
     def _step_public(self, genome, synapses, x, y):
         forwards, backwards = self.to_channel_major(synapses)
-        forwards, backwards, _ = self.step_channel_major(genome, forwards, backwards,
-                                                         _with_population(x), _with_population(y))
+        forwards, backwards, _ = self.step_channel_major(
+            genome, forwards, backwards, _with_population(x), _with_population(y)
+        )
         return self.from_channel_major(forwards, backwards)
 
     def _predict_public(self, genome, synapses, x):
@@ -192,13 +218,15 @@ class BlurNetwork:
         def body(t, forwards, backwards, observed):
             x, y = batch_fn(t)
             forwards, backwards, _ = self.step_channel_major(
-                genome, forwards, backwards, _with_population(x), _with_population(y))
+                genome, forwards, backwards, _with_population(x), _with_population(y)
+            )
             if observe is not None:
                 observed = observed.write(t + 1, observe(forwards))
             return t + 1, forwards, backwards, observed
 
         _, forwards, backwards, observed = tf.while_loop(
-            lambda t, *_: t < length, body, (tf.constant(0), forwards, backwards, observed))
+            lambda t, *_: t < length, body, (tf.constant(0), forwards, backwards, observed)
+        )
         synapses = self.from_channel_major(forwards, backwards)
         return (synapses, observed.stack()) if observe is not None else synapses
 
@@ -213,21 +241,25 @@ class BlurNetwork:
         def observe(forwards):
             return accuracy(self.predict_channel_major(genome, forwards, x), y)
 
-        synapses, curve = self._unroll(genome, synapses, batch_fn,
-                                       tf.convert_to_tensor(length, tf.int32), observe=observe)
+        synapses, curve = self._unroll(
+            genome, synapses, batch_fn, tf.convert_to_tensor(length, tf.int32), observe=observe
+        )
         return tf.transpose(curve), synapses
 
     def _check(self, genome, synapses, x, y=None):
         self.rule.check_genome(genome)
         if len(synapses) != self.num_layers:
-            raise ValueError(f"expected synapses for {self.num_layers} layer pairs, "
-                             f"got {len(synapses)}")
+            raise ValueError(
+                f"expected synapses for {self.num_layers} layer pairs, got {len(synapses)}"
+            )
         for l, (w, v) in enumerate(synapses):
             n, m, k = self.layer_sizes[l], self.layer_sizes[l + 1], self.rule.num_states
             if tuple(w.shape[1:]) != (n + 1, m, k) or tuple(v.shape[1:]) != (m, n, k):
-                raise ValueError(f"synapses of layer {l} have shapes {list(w.shape)}, "
-                                 f"{list(v.shape)}; expected [P, {n + 1}, {m}, {k}], "
-                                 f"[P, {m}, {n}, {k}]")
+                raise ValueError(
+                    f"synapses of layer {l} have shapes {list(w.shape)}, "
+                    f"{list(v.shape)}; expected [P, {n + 1}, {m}, {k}], "
+                    f"[P, {m}, {n}, {k}]"
+                )
         check_batch(self.layer_sizes, x, y)
 
 
@@ -253,8 +285,9 @@ def _with_population(t):
 
 MIN_NORMALIZED_BATCH = 32  # BlurModel warns of smaller predict/evaluate batches
 _BATCH_ERROR_PREFIX = "BlurModel: bad batch: "
-_BATCH_ERROR = re.compile(rf"^assertion failed: \[({re.escape(_BATCH_ERROR_PREFIX)}.*)\]$",
-                          re.MULTILINE)
+_BATCH_ERROR = re.compile(
+    rf"^assertion failed: \[({re.escape(_BATCH_ERROR_PREFIX)}.*)\]$", re.MULTILINE
+)
 
 
 @contextlib.contextmanager
@@ -270,8 +303,10 @@ def _batch_errors():
         raise ValueError(match.group(1)) from None
 
 
-_NO_WEIGHTS = ("sample_weight and class_weight cannot apply: BLUR has no loss to weight "
-               "(each batch is one inner step of the rule); resample the data instead")
+_NO_WEIGHTS = (
+    "sample_weight and class_weight cannot apply: BLUR has no loss to weight "
+    "(each batch is one inner step of the rule); resample the data instead"
+)
 
 
 def _refuse_weights(kwargs: dict, method: str) -> None:
@@ -299,16 +334,20 @@ def _unpack(data, n_in: int, method: str):
     if weights is not None:
         raise ValueError(f"BlurModel.{method}: {_NO_WEIGHTS}")
     if y is None:
-        raise ValueError(f"BlurModel.{method} needs (x, y) batches of inputs and class ids; "
-                         "got inputs only")
+        raise ValueError(
+            f"BlurModel.{method} needs (x, y) batches of inputs and class ids; got inputs only"
+        )
     x = _model_inputs(x, n_in)
     if isinstance(y, (dict, list, tuple)):
-        raise ValueError(f"BlurModel labels must be one tensor [N] of class ids, got a "
-                         f"{type(y).__name__}")
+        raise ValueError(
+            f"BlurModel labels must be one tensor [N] of class ids, got a {type(y).__name__}"
+        )
     y = tf.convert_to_tensor(y)
     if y.dtype.is_floating:
-        whole = tf.debugging.Assert(tf.reduce_all(tf.equal(y, tf.round(y))), [
-            _BATCH_ERROR_PREFIX + "labels must be integer class ids"])
+        whole = tf.debugging.Assert(
+            tf.reduce_all(tf.equal(y, tf.round(y))),
+            [_BATCH_ERROR_PREFIX + "labels must be integer class ids"],
+        )
         with tf.control_dependencies([whole]):
             y = tf.identity(y)
     elif not (y.dtype.is_integer or y.dtype == tf.bool):
@@ -348,25 +387,41 @@ class BlurModel(keras.Model):
       seed: initial synapses equal `BlurNetwork(layer_sizes, rule).init_synapses(1, seed)`.
     """
 
-    def __init__(self, layer_sizes: Sequence[int], genome: Genome | dict,
-                 rule: Rule | dict | None = None, seed: int = 0, **kwargs):
+    def __init__(
+        self,
+        layer_sizes: Sequence[int],
+        genome: Genome | dict,
+        rule: Rule | dict | None = None,
+        seed: int = 0,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         genome = Genome.from_dict(genome) if isinstance(genome, dict) else genome
         rule = Rule.from_dict(rule) if isinstance(rule, dict) else rule
         rule = rule or Rule(num_states=genome.num_states)
         rule.check_genome(genome)
         if genome.population != 1:
-            raise ValueError(f"BlurModel needs a genome with population 1, got "
-                             f"{genome.population}; select one with genome.take([i])")
+            raise ValueError(
+                f"BlurModel needs a genome with population 1, got "
+                f"{genome.population}; select one with genome.take([i])"
+            )
         self.network = BlurNetwork(layer_sizes, rule)
         self.seed = int(seed)
         self._genome_dict = genome.to_dict()
         self.genome = genome.as_tensors()
         sizes = self.network.layer_sizes
         self.blur_layers = [
-            BlurDense(m, rule.num_states, rule=rule, is_output=l == len(sizes) - 2, seed=seed,
-                      layer_index=l, name=f"blur_dense_{l}")
-            for l, m in enumerate(sizes[1:])]
+            BlurDense(
+                m,
+                rule.num_states,
+                rule=rule,
+                is_output=l == len(sizes) - 2,
+                seed=seed,
+                layer_index=l,
+                name=f"blur_dense_{l}",
+            )
+            for l, m in enumerate(sizes[1:])
+        ]
         self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
         self.compile(optimizer=None)
         self.build()
@@ -394,15 +449,22 @@ class BlurModel(keras.Model):
         """Keras `compile` without what cannot apply: a BlurModel learns by its rule (no loss,
         no optimizer) and reports accuracy, so an optimizer, loss or metrics are refused
         (ValueError); `run_eagerly`, `jit_compile`, `steps_per_execution` pass through."""
-        given = [name for name, value in (("optimizer", optimizer), ("loss", loss),
-                                          ("metrics", metrics),
-                                          ("loss_weights", kwargs.pop("loss_weights", None)),
-                                          ("weighted_metrics",
-                                           kwargs.pop("weighted_metrics", None)))
-                 if value is not None]
+        given = [
+            name
+            for name, value in (
+                ("optimizer", optimizer),
+                ("loss", loss),
+                ("metrics", metrics),
+                ("loss_weights", kwargs.pop("loss_weights", None)),
+                ("weighted_metrics", kwargs.pop("weighted_metrics", None)),
+            )
+            if value is not None
+        ]
         if given:
-            raise ValueError(f"BlurModel.compile: {', '.join(given)} cannot apply: a BlurModel "
-                             "learns by its rule (no loss, no optimizer) and reports accuracy")
+            raise ValueError(
+                f"BlurModel.compile: {', '.join(given)} cannot apply: a BlurModel "
+                "learns by its rule (no loss, no optimizer) and reports accuracy"
+            )
         super().compile(optimizer=None, **kwargs)
 
     def call(self, x):
@@ -418,7 +480,8 @@ class BlurModel(keras.Model):
         forwards = tuple(w for w, _ in synapses)
         backwards = () if self.rule.symmetric else tuple(v for _, v in synapses)
         forwards, backwards, logits = self.network.step_channel_major(
-            self.genome, forwards, backwards, x[None], y[None])
+            self.genome, forwards, backwards, x[None], y[None]
+        )
         backwards = backwards or (None,) * len(forwards)
         for layer, w, v in zip(self.blur_layers, forwards, backwards):
             layer.assign_channel_major(w, v)
@@ -462,8 +525,9 @@ class BlurModel(keras.Model):
         """Checks array inputs before any work (ValueError naming the problem); returns their
         number of examples (None for a dataset or generator). For `method` (predict,
         evaluate), warns when forward normalization meets a batch of < MIN_NORMALIZED_BATCH."""
-        if x is None or not (isinstance(x, (np.ndarray, list)) or tf.is_tensor(x)
-                             or hasattr(x, "__array__")):
+        if x is None or not (
+            isinstance(x, (np.ndarray, list)) or tf.is_tensor(x) or hasattr(x, "__array__")
+        ):
             return None
         x = np.asarray(x)
         if x.dtype.kind not in "fiub":
@@ -480,46 +544,74 @@ class BlurModel(keras.Model):
                 f"here has {smallest} example(s) ({len(x)} inputs, batch_size {size}); outputs "
                 f"depend on the other examples of their batch, and a batch of 1 gives the same "
                 f"output for every input: use batches of >= {MIN_NORMALIZED_BATCH}",
-                stacklevel=3)
+                stacklevel=3,
+            )
         return len(x)
 
     def _check_width(self, x):
         """Static shape check, in any mode: inputs must be [N, n_0] (a width unknown while
         tracing passes; `_checked_batch` checks it when the step runs)."""
         shape = tf.TensorShape(x.shape)
-        if shape.rank is not None and (shape.rank != 2
-                                       or shape[-1] not in (None, self.layer_sizes[0])):
-            raise ValueError(f"BlurModel inputs must be [N, {self.layer_sizes[0]}] (input width "
-                             f"{self.layer_sizes[0]}), got {list(x.shape)}")
+        if shape.rank is not None and (
+            shape.rank != 2 or shape[-1] not in (None, self.layer_sizes[0])
+        ):
+            raise ValueError(
+                f"BlurModel inputs must be [N, {self.layer_sizes[0]}] (input width "
+                f"{self.layer_sizes[0]}), got {list(x.shape)}"
+            )
 
     def _checked_batch(self, x, y=None):
         """(x, y) of a compiled step with the batch checks attached (finite inputs, labels in
         range), so no update of a bad batch is applied; shapes are checked while tracing."""
         if y is not None and x.shape.rank == 1 and y.shape.rank == 2:
-            raise ValueError(f"BlurModel batches are (x, y): got x of shape {list(x.shape)} and "
-                             f"y of shape {list(y.shape)}; are x and y swapped?")
+            raise ValueError(
+                f"BlurModel batches are (x, y): got x of shape {list(x.shape)} and "
+                f"y of shape {list(y.shape)}; are x and y swapped?"
+            )
         self._check_width(x)
         if y is not None and y.shape.rank not in (None, 1):
             raise ValueError(f"labels must have shape [N] (class ids), got {list(y.shape)}")
         n_in = self.layer_sizes[0]
-        checks = [tf.debugging.Assert(tf.equal(tf.shape(x)[-1], n_in), [tf.strings.format(
-            _BATCH_ERROR_PREFIX + f"inputs must be [N, {n_in}] (input width {n_in}), got "
-            "shape {}", tf.shape(x))])]
+        checks = [
+            tf.debugging.Assert(
+                tf.equal(tf.shape(x)[-1], n_in),
+                [
+                    tf.strings.format(
+                        _BATCH_ERROR_PREFIX
+                        + f"inputs must be [N, {n_in}] (input width {n_in}), got "
+                        "shape {}",
+                        tf.shape(x),
+                    )
+                ],
+            )
+        ]
         with tf.control_dependencies(checks):  # the value checks need the right width
-            checks.append(tf.debugging.Assert(
-                tf.reduce_all(tf.math.is_finite(x)),
-                [_BATCH_ERROR_PREFIX + "inputs contain non-finite values (NaN or Inf)"]))
+            checks.append(
+                tf.debugging.Assert(
+                    tf.reduce_all(tf.math.is_finite(x)),
+                    [_BATCH_ERROR_PREFIX + "inputs contain non-finite values (NaN or Inf)"],
+                )
+            )
         if y is not None:
             n = self.layer_sizes[-1]
             message = tf.strings.format(
                 _BATCH_ERROR_PREFIX + "labels out of range: got values from {} to {}, the "
-                f"network has {n} classes (0 to {n - 1})", (tf.reduce_min(y), tf.reduce_max(y)))
+                f"network has {n} classes (0 to {n - 1})",
+                (tf.reduce_min(y), tf.reduce_max(y)),
+            )
             checks.append(tf.debugging.Assert(tf.reduce_all((y >= 0) & (y < n)), [message]))
         with tf.control_dependencies(checks):
             return tf.identity(x), None if y is None else tf.identity(y)
 
-    def export(self, filepath, format="tf_saved_model", verbose=False, input_signature=None,
-               overwrite=False, **kwargs):
+    def export(
+        self,
+        filepath,
+        format="tf_saved_model",
+        verbose=False,
+        input_signature=None,
+        overwrite=False,
+        **kwargs,
+    ):
         """Keras export; a `tf_saved_model` is a serving SavedModel of the current synapses.
 
         Its `serve` (= `serving_default`) signature maps x [B, n_0] float32 to logits [B, n_L]
@@ -534,13 +626,21 @@ class BlurModel(keras.Model):
         if format != "tf_saved_model":
             return super().export(filepath, format, verbose, input_signature, **kwargs)
         write_directory_atomic(
-            str(filepath), lambda folder: keras.Model.export(
-                self, folder, format, verbose, input_signature, **kwargs), overwrite)
+            str(filepath),
+            lambda folder: keras.Model.export(
+                self, folder, format, verbose, input_signature, **kwargs
+            ),
+            overwrite,
+        )
 
     def get_config(self):
         config = super().get_config()
-        config.update(layer_sizes=list(self.layer_sizes), genome=self._genome_dict,
-                      rule=self.rule.to_dict(), seed=self.seed)
+        config.update(
+            layer_sizes=list(self.layer_sizes),
+            genome=self._genome_dict,
+            rule=self.rule.to_dict(),
+            seed=self.seed,
+        )
         return config
 
     @classmethod

@@ -17,14 +17,23 @@ from blur_tf.files import atomic_write
 def pyplot():
     """matplotlib.pyplot with the non-interactive Agg backend."""
     import matplotlib  # pylint: disable=g-import-not-at-top
+
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+
     return plt
 
 
-def accuracy_axes(ax, title: str = "", fontsize: float = 10, xlabel: str = "inner step",
-                  ylabel: str = "accuracy", log_x: bool = False, unit_y: bool = False,
-                  legend: dict | None = None) -> None:
+def accuracy_axes(
+    ax,
+    title: str = "",
+    fontsize: float = 10,
+    xlabel: str = "inner step",
+    ylabel: str = "accuracy",
+    log_x: bool = False,
+    unit_y: bool = False,
+    legend: dict | None = None,
+) -> None:
     """The shared look of an accuracy-per-step panel: labels, title, grid, optional log-x,
     y in [0, 1] (`unit_y`) and a legend (`legend`: its keyword arguments)."""
     if log_x:
@@ -50,6 +59,7 @@ def save_png(fig, path: str, dpi: int = 100) -> None:
 def png_image(fig) -> np.ndarray:
     """Lays out and closes `fig`; its pixels as an RGB uint8 image [1, H, W, 3] (TensorBoard)."""
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")

@@ -60,6 +60,7 @@ class Progress:
             print(text, file=file, flush=True)
             return
         from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+
         with tqdm.external_write_mode(file=self.stream):
             print(text, file=file, flush=True)
 
@@ -75,8 +76,15 @@ class Progress:
 
     def _open(self, initial: int, total: int | None) -> None:
         from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-        self._bar = tqdm(total=total, initial=max(initial, 0), unit=self.unit,
-                         desc=self.description, file=self.stream, dynamic_ncols=True)
+
+        self._bar = tqdm(
+            total=total,
+            initial=max(initial, 0),
+            unit=self.unit,
+            desc=self.description,
+            file=self.stream,
+            dynamic_ncols=True,
+        )
         root = logging.getLogger()
         for handler in list(root.handlers):
             wrapper = _AboveTheBar(handler, self.stream)
@@ -94,5 +102,6 @@ class _AboveTheBar(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+
         with tqdm.external_write_mode(file=self.stream):
             self.handler.handle(record)

@@ -34,8 +34,10 @@ _BASE_ACTIVATIONS = {
     "tanh": (tf.tanh, lambda h: 1.0 - tf.tanh(h) ** 2),
     "sigmoid": (tf.sigmoid, lambda h: tf.sigmoid(h) * (1.0 - tf.sigmoid(h))),
     "relu": (tf.nn.relu, lambda h: tf.cast(h > 0, h.dtype)),
-    "relu_tanh": (lambda h: tf.nn.relu(tf.tanh(h)),
-                  lambda h: tf.cast(h > 0, h.dtype) * (1.0 - tf.tanh(h) ** 2)),
+    "relu_tanh": (
+        lambda h: tf.nn.relu(tf.tanh(h)),
+        lambda h: tf.cast(h > 0, h.dtype) * (1.0 - tf.tanh(h) ** 2),
+    ),
 }
 DERIVATIVE_SUFFIX = "_with_derivative"
 ACTIVATIONS = tuple(_BASE_ACTIVATIONS) + tuple(n + DERIVATIVE_SUFFIX for n in _BASE_ACTIVATIONS)
@@ -93,8 +95,15 @@ class Rule:
             raise ValueError(f"Rule.backward_mode={self.backward_mode!r}; one of {BACKWARD_MODES}")
         if self.feedback not in FEEDBACK_MODES:
             raise ValueError(f"Rule.feedback={self.feedback!r}; one of {FEEDBACK_MODES}")
-        for field in ("symmetric", "multichannel", "normalize_forward", "normalize_backward",
-                      "normalize_output", "oja", "saturation"):
+        for field in (
+            "symmetric",
+            "multichannel",
+            "normalize_forward",
+            "normalize_backward",
+            "normalize_output",
+            "oja",
+            "saturation",
+        ):
             if not isinstance(getattr(self, field), bool):
                 raise ValueError(f"Rule.{field} must be a bool, got {getattr(self, field)!r}")
 
@@ -103,11 +112,20 @@ class Rule:
         """The rule under which `Genome.backprop(lr)` performs exact SGD on cross-entropy."""
         if activation not in _BASE_ACTIVATIONS:
             raise ValueError(f"activation {activation!r}; one of {tuple(_BASE_ACTIVATIONS)}")
-        return cls(num_states=2, activation=activation + DERIVATIVE_SUFFIX,
-                   output_activation="identity", backward_activation="identity",
-                   backward_mode="multiplicative_state1", symmetric=True, multichannel=False,
-                   normalize_forward=False, normalize_backward=False, oja=False,
-                   saturation=False, feedback="error")
+        return cls(
+            num_states=2,
+            activation=activation + DERIVATIVE_SUFFIX,
+            output_activation="identity",
+            backward_activation="identity",
+            backward_mode="multiplicative_state1",
+            symmetric=True,
+            multichannel=False,
+            normalize_forward=False,
+            normalize_backward=False,
+            oja=False,
+            saturation=False,
+            feedback="error",
+        )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -129,8 +147,10 @@ class Rule:
     def check_genome(self, genome: Genome) -> None:
         """ValueError unless the genome's K matches this rule's number of states."""
         if genome.num_states != self.num_states:
-            raise ValueError(f"genome has K={genome.num_states} states but the rule has "
-                             f"num_states={self.num_states}")
+            raise ValueError(
+                f"genome has K={genome.num_states} states but the rule has "
+                f"num_states={self.num_states}"
+            )
 
 
 # --------------------------------------------------------------------------------- primitives
@@ -182,8 +202,9 @@ def input_states(x: tf.Tensor, num_states: int) -> tf.Tensor:
     return tf.stack([x] + [zeros] * (num_states - 1), axis=1)
 
 
-def forward(genome: Genome, rule: Rule, lower: tf.Tensor, forward_synapses: tf.Tensor,
-            is_output: bool) -> tf.Tensor:
+def forward(
+    genome: Genome, rule: Rule, lower: tf.Tensor, forward_synapses: tf.Tensor, is_output: bool
+) -> tf.Tensor:
     """Step 2, one layer: a_{l+1}^c = σ(N(η · Σ_{i,d} W[i, j, c] · ν[c, d] · ã_l[b, i, d])).
 
     (N applies when `rule.normalize_forward`, at the output layer only if `normalize_output`.)
@@ -216,8 +237,9 @@ def feedback(rule: Rule, output: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
     return tf.stack([logits, signal] + rest, axis=1)
 
 
-def backward(genome: Genome, rule: Rule, lower: tf.Tensor, upper: tf.Tensor,
-             synapses: tf.Tensor) -> tf.Tensor:
+def backward(
+    genome: Genome, rule: Rule, lower: tf.Tensor, upper: tf.Tensor, synapses: tf.Tensor
+) -> tf.Tensor:
     """Step 4, one layer: the feedback travels from a_{l+1} down to a_l.
 
     Message m[b, i, c] = Σ_{j,d} V[j, i, c] · μ[c, d] · a_{l+1}[b, j, d], then
@@ -277,18 +299,26 @@ def plasticity(genome: Genome, rule: Rule, synapses: tf.Tensor, delta: tf.Tensor
     return new
 
 
-def update_synapses(genome: Genome, rule: Rule, lower: tf.Tensor, upper: tf.Tensor,
-                    forward_synapses: tf.Tensor, backward_synapses: tf.Tensor | None):
+def update_synapses(
+    genome: Genome,
+    rule: Rule,
+    lower: tf.Tensor,
+    upper: tf.Tensor,
+    forward_synapses: tf.Tensor,
+    backward_synapses: tf.Tensor | None,
+):
     """Step 5 for one layer pair: new (W, V). V is None for symmetric rules (it is Wᵀ).
 
     W is updated with pre = ã_l (with bias unit), post = a_{l+1}; V with the roles swapped:
     pre = a_{l+1}, post = a_l.
     """
     channels = rule.num_states if rule.multichannel else 1
-    new_forward = plasticity(genome, rule, forward_synapses,
-                             hebbian(genome, with_bias_unit(lower), upper, channels))
+    new_forward = plasticity(
+        genome, rule, forward_synapses, hebbian(genome, with_bias_unit(lower), upper, channels)
+    )
     if rule.symmetric:
         return new_forward, None
-    new_backward = plasticity(genome, rule, backward_synapses,
-                              hebbian(genome, upper, lower, channels))
+    new_backward = plasticity(
+        genome, rule, backward_synapses, hebbian(genome, upper, lower, channels)
+    )
     return new_forward, new_backward

@@ -14,8 +14,14 @@ from collections.abc import Sequence
 from blur_tf.files import atomic_write
 
 
-def text_table(header: Sequence[str], rows: Sequence[Sequence[str]], title: Sequence[str] = (),
-               align: str = "", min_widths: Sequence[int] = (), rule: bool = False) -> str:
+def text_table(
+    header: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    title: Sequence[str] = (),
+    align: str = "",
+    min_widths: Sequence[int] = (),
+    rule: bool = False,
+) -> str:
     """Columns of strings padded to their widest cell and joined by two spaces.
 
     Args:
@@ -33,8 +39,9 @@ def text_table(header: Sequence[str], rows: Sequence[Sequence[str]], title: Sequ
     align = align.ljust(len(header), "l")
 
     def line(cells):
-        return "  ".join(c.rjust(w) if a == "r" else c.ljust(w)
-                         for c, w, a in zip(cells, widths, align))
+        return "  ".join(
+            c.rjust(w) if a == "r" else c.ljust(w) for c, w, a in zip(cells, widths, align)
+        )
 
     dashes = [line(["-" * w for w in widths])] if rule else []
     return "\n".join([*title, line(table[0]), *dashes, *[line(r) for r in table[1:]]])

@@ -48,6 +48,7 @@ def backprop_init_lr(text: str) -> float | None:
 def initial_genome(text: str | None):
     """The genome of `--init_genome` (None: the trainer's random default)."""
     from blur_tf.genome import Genome  # pylint: disable=g-import-not-at-top
+
     if not text:
         return None
     lr = backprop_init_lr(text)
@@ -69,6 +70,7 @@ class Config:
 
 def _check_specs(flag: str, specs) -> None:
     from blur_tf.tasks.spec import parse_spec  # pylint: disable=g-import-not-at-top
+
     for spec in specs:
         try:
             parse_spec(spec)
@@ -80,13 +82,16 @@ def check_config(values: Mapping) -> Config:
     """Validates the flag values shared by both applications; ValueError naming the flag."""
     from blur_tf.meta import distribute  # pylint: disable=g-import-not-at-top
     from blur_tf.meta.schedules import parse_schedule  # pylint: disable=g-import-not-at-top
+
     if not values["out_dir"]:
         raise ValueError("--out_dir is required")
     distribute.check_strategy(values.get("strategy", "none"), values.get("cpu_devices"))
     if values.get("strategy", "none") != "none" and values.get("estimator") == "truncated":
-        raise ValueError("--estimator=truncated keeps per-network state between meta-steps "
-                         "and is not distributed; use --estimator=full or segmented with "
-                         "--strategy")
+        raise ValueError(
+            "--estimator=truncated keeps per-network state between meta-steps "
+            "and is not distributed; use --estimator=full or segmented with "
+            "--strategy"
+        )
     try:
         hidden = [int(n) for n in values["layer_sizes"]]
     except ValueError:
@@ -97,11 +102,11 @@ def check_config(values: Mapping) -> Config:
     test = split_specs(values.get("test_tasks"))
     if not tasks:
         raise ValueError("--tasks: give at least one training task")
-    for flag, specs in (("tasks", tasks), ("validation_tasks", validation),
-                        ("test_tasks", test)):
+    for flag, specs in (("tasks", tasks), ("validation_tasks", validation), ("test_tasks", test)):
         _check_specs(flag, specs)
     if values["init_genome"] and backprop_init_lr(values["init_genome"]) is None:
         from blur_tf.genome import resolve_genome_path  # pylint: disable=g-import-not-at-top
+
         try:
             resolve_genome_path(values["init_genome"])
         except ValueError as e:
@@ -133,16 +138,19 @@ def _check_memory(values: Mapping, hidden, num_states: int) -> None:
     except (ValueError, OSError):
         return
     if needed > available:
-        raise ValueError(f"--batch_size={values.get('batch_size')}: one inner step needs at "
-                         f"least {needed / 2**30:.1f} GiB of hidden states ({networks} networks), "
-                         f"more than this machine's {available / 2**30:.1f} GiB; use a smaller "
-                         "batch")
+        raise ValueError(
+            f"--batch_size={values.get('batch_size')}: one inner step needs at "
+            f"least {needed / 2**30:.1f} GiB of hidden states ({networks} networks), "
+            f"more than this machine's {available / 2**30:.1f} GiB; use a smaller "
+            "batch"
+        )
 
 
 def make_strategy(values: Mapping, meta_batch: int | None = None):
     """The strategy of `--strategy`/`--cpu_devices` (None for none), made before anything runs
     TensorFlow ops; ValueError if its replicas do not divide `meta_batch`."""
     from blur_tf.meta import distribute  # pylint: disable=g-import-not-at-top
+
     strategy = distribute.make_strategy(values["strategy"], values["cpu_devices"])
     if meta_batch is not None:
         distribute.replica_share(meta_batch, strategy, "--meta_batch")
@@ -152,12 +160,19 @@ def make_strategy(values: Mapping, meta_batch: int | None = None):
 def make_validator(values: Mapping, tasks, hidden, rule):
     """The `Validator` of the validation flags on `tasks` (None if there are none)."""
     from blur_tf.meta import Validator  # pylint: disable=g-import-not-at-top
+
     if not tasks:
         return None
-    return Validator(tasks, hidden, rule, values["batch_size"],
-                     networks=values["validation_networks"],
-                     eval_examples=values["validation_examples"], seed=values["seed"],
-                     score=values["validation_score"])
+    return Validator(
+        tasks,
+        hidden,
+        rule,
+        values["batch_size"],
+        networks=values["validation_networks"],
+        eval_examples=values["validation_examples"],
+        seed=values["seed"],
+        score=values["validation_score"],
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,87 +193,137 @@ def run(app: Application, values: Mapping, command: str, defaults: Mapping, resu
     cfg = app.check(values, check_config(values))
     strategy = make_strategy(values, app.meta_batch(values))
     from blur_tf.meta.distribute import is_chief  # pylint: disable=g-import-not-at-top
+
     chief = is_chief(strategy)
     with run_dir.lock() if chief else contextlib.nullcontext():  # only the chief writes
         run_dir.check_resume(dict(values), dict(defaults), resumable)
         return _run(app, values, command, cfg, strategy, chief, run_dir)
 
 
-def _run(app: Application, values: Mapping, command: str, cfg: Config, strategy, chief: bool,
-         run_dir: RunDirectory) -> dict:
+def _run(
+    app: Application,
+    values: Mapping,
+    command: str,
+    cfg: Config,
+    strategy,
+    chief: bool,
+    run_dir: RunDirectory,
+) -> dict:
     """`run` once the flags are checked and the folder is locked."""
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
     from blur_tf.meta import InnerProblem  # pylint: disable=g-import-not-at-top
     from blur_tf.tasks import get_source, get_task  # pylint: disable=g-import-not-at-top
+
     if values["deterministic"]:
         tf.config.experimental.enable_op_determinism()
     kwargs = dict(tfds_manual_dir=values["tfds_manual_dir"], data_dir=values["data_dir"])
     tasks = [get_source(s, **kwargs) for s in cfg.tasks]
     validation_tasks = [get_task(s, **kwargs) for s in cfg.validation_tasks]
     test_tasks = [get_task(s, **kwargs) for s in cfg.test_tasks]
-    eval_batch = (values["eval_batch_size"] or values["batch_size"]) * values.get(
-        "eval_batches", 1)
-    problem = InnerProblem(tasks, cfg.hidden, cfg.rule, values["batch_size"], eval_batch,
-                           values.get("logit_scale", 1.0))
+    eval_batch = (values["eval_batch_size"] or values["batch_size"]) * values.get("eval_batches", 1)
+    problem = InnerProblem(
+        tasks,
+        cfg.hidden,
+        cfg.rule,
+        values["batch_size"],
+        eval_batch,
+        values.get("logit_scale", 1.0),
+    )
     validator = make_validator(values, validation_tasks, cfg.hidden, cfg.rule)
     trainer = app.trainer(values, cfg, problem, validator, strategy, run_dir)
     if chief:
         run_dir.record_flags(command, dict(values), trainer.summaries)
-    log.info("%s: %s on %s; validation on %s; unroll %s; %d %s -> %s", app.name,
-             type(trainer.algorithm).__name__, problem.task_names,
-             validator.names if validator else [], cfg.schedule, values[app.total_flag],
-             f"{trainer.algorithm.unit}s", run_dir.path)
+    log.info(
+        "%s: %s on %s; validation on %s; unroll %s; %d %s -> %s",
+        app.name,
+        type(trainer.algorithm).__name__,
+        problem.task_names,
+        validator.names if validator else [],
+        cfg.schedule,
+        values[app.total_flag],
+        f"{trainer.algorithm.unit}s",
+        run_dir.path,
+    )
     with Progress(trainer.algorithm.unit, app.name) as progress:
-        result = run_dir.train(trainer, values[app.total_flag],
-                               progress.update if chief else None)
+        result = run_dir.train(trainer, values[app.total_flag], progress.update if chief else None)
     summary, metadata, genomes = app.report(values, cfg, trainer, result, run_dir)
-    metadata = {"command": command, "flags": dict(values), "rule": cfg.rule.to_dict(),
-                "hidden_sizes": cfg.hidden, "tasks": cfg.tasks,
-                "validation_tasks": cfg.validation_tasks, **metadata}
+    metadata = {
+        "command": command,
+        "flags": dict(values),
+        "rule": cfg.rule.to_dict(),
+        "hidden_sizes": cfg.hidden,
+        "tasks": cfg.tasks,
+        "validation_tasks": cfg.validation_tasks,
+        **metadata,
+    }
     if not chief:
         log.info("%s done on this worker; the chief writes %s", app.name, run_dir.path)
         return summary
     run_dir.write_genome(trainer.best_genome(), metadata)
     report_tasks = test_tasks or validation_tasks
     if values["print_table"] and report_tasks:
-        summary["table"] = accuracy_report(genomes, report_tasks, cfg, values,
-                                           summary["validation"]["unroll_length"], result)
+        summary["table"] = accuracy_report(
+            genomes, report_tasks, cfg, values, summary["validation"]["unroll_length"], result
+        )
     run_dir.write_json("summary.json", summary)
-    log.info("wrote %s/genome.json and summary.json (%.1f s in this call, peak RSS %.0f MiB)",
-             run_dir.path, result.seconds, summary["peak_rss_mb"])
+    log.info(
+        "wrote %s/genome.json and summary.json (%.1f s in this call, peak RSS %.0f MiB)",
+        run_dir.path,
+        result.seconds,
+        summary["peak_rss_mb"],
+    )
     return summary
 
 
 def accuracy_report(genomes: dict, tasks, cfg: Config, values: Mapping, length, result) -> dict:
     """Prints and returns the held-out accuracy table of `genomes` after `length` steps."""
     from blur_tf.meta import report  # pylint: disable=g-import-not-at-top
+
     length = length or cfg.schedule.base_length(max(result.steps - 1, 0))
-    table = report.accuracy_table(genomes, tasks, cfg.hidden, cfg.rule, length,
-                                  values["batch_size"])
+    table = report.accuracy_table(
+        genomes, tasks, cfg.hidden, cfg.rule, length, values["batch_size"]
+    )
     majority = {report.task_name(t): report.majority_rate(t) for t in tasks}
-    print(report.format_table(table, f"held-out accuracy after {length} inner steps (mean of 8 "
-                                     "networks; chance = majority class)", chance=majority),
-          flush=True)
+    print(
+        report.format_table(
+            table,
+            f"held-out accuracy after {length} inner steps (mean of 8 "
+            "networks; chance = majority class)",
+            chance=majority,
+        ),
+        flush=True,
+    )
     return {"unroll_length": length, "accuracy": table, "majority_class": majority}
 
 
 def _validation_summary(validation, member: int) -> tuple[dict, dict]:
     """(summary["validation"], final accuracies) of validation curves' `member`."""
-    final = ({task: float(acc[member]) for task, acc in validation.final().items()}
-             if validation else {})
-    return {"unroll_length": validation.length if validation else None, "accuracy": final,
-            "curves": ({t: c[member].round(4).tolist() for t, c in validation.curves.items()}
-                       if validation else {})}, final
+    final = (
+        {task: float(acc[member]) for task, acc in validation.final().items()} if validation else {}
+    )
+    return {
+        "unroll_length": validation.length if validation else None,
+        "accuracy": final,
+        "curves": (
+            {t: c[member].round(4).tolist() for t, c in validation.curves.items()}
+            if validation
+            else {}
+        ),
+    }, final
 
 
 def _periods(values: Mapping, run_dir: RunDirectory) -> dict:
     """The outer loop's arguments of the flags."""
-    return dict(validation_length=values["validation_unroll"],
-                validate_every=values["validate_every"],
-                checkpoint_every=values["checkpoint_every"], log_every=values["log_every"],
-                checkpoint_dir=run_dir.file("ckpt"), summary_dir=run_dir.file("tb"),
-                keep_checkpoints=values["keep_checkpoints"])
+    return dict(
+        validation_length=values["validation_unroll"],
+        validate_every=values["validate_every"],
+        checkpoint_every=values["checkpoint_every"],
+        log_every=values["log_every"],
+        checkpoint_dir=run_dir.file("ckpt"),
+        summary_dir=run_dir.file("tb"),
+        keep_checkpoints=values["keep_checkpoints"],
+    )
 
 
 # ----------------------------------------------------------------------------- gradient
@@ -273,54 +338,85 @@ def _gradient_check(values: Mapping, cfg: Config) -> Config:
 
 def _gradient_trainer(values, cfg, problem, validator, strategy, run_dir):
     from blur_tf.meta import MetaTrainer, make_estimator  # pylint: disable=g-import-not-at-top
+
     estimator = make_estimator(
-        values["estimator"], problem, values["population"], values["meta_batch"],
-        segment_length=values["segment_length"], truncation_length=values["truncation_length"],
-        meta_loss=values["meta_loss"], jit_compile=values["xla"])
+        values["estimator"],
+        problem,
+        values["population"],
+        values["meta_batch"],
+        segment_length=values["segment_length"],
+        truncation_length=values["truncation_length"],
+        meta_loss=values["meta_loss"],
+        jit_compile=values["xla"],
+    )
     return MetaTrainer(
-        problem, cfg.schedule, population=values["population"], meta_batch=values["meta_batch"],
-        learning_rate=values["learning_rate"], clip_norm=values["clip_norm"],
-        seed=values["seed"], genome=initial_genome(values["init_genome"]),
-        identical_init=values["identical_init"], transform_std=values["transform_std"],
-        synapse_update=values["synapse_update"], validator=validator,
-        max_consecutive_skips=values["max_consecutive_skips"], estimator=estimator,
-        strategy=strategy, **_periods(values, run_dir))
+        problem,
+        cfg.schedule,
+        population=values["population"],
+        meta_batch=values["meta_batch"],
+        learning_rate=values["learning_rate"],
+        clip_norm=values["clip_norm"],
+        seed=values["seed"],
+        genome=initial_genome(values["init_genome"]),
+        identical_init=values["identical_init"],
+        transform_std=values["transform_std"],
+        synapse_update=values["synapse_update"],
+        validator=validator,
+        max_consecutive_skips=values["max_consecutive_skips"],
+        estimator=estimator,
+        strategy=strategy,
+        **_periods(values, run_dir),
+    )
 
 
 def _gradient_report(values, cfg, trainer, result, run_dir):
     from blur_tf.genome import Genome  # pylint: disable=g-import-not-at-top
     from blur_tf.meta.schedules import length_at  # pylint: disable=g-import-not-at-top
-    validation, final = _validation_summary(result.validation,
-                                            int(trainer.best_index.numpy()))
+
+    validation, final = _validation_summary(result.validation, int(trainer.best_index.numpy()))
     summary = {
         "meta_steps": result.steps,
         "final_unroll_length": length_at(cfg.schedule, max(result.steps - 1, 0)),
         "validation": validation,
         "wall_seconds_this_call": result.seconds,
         "meta_steps_this_call": result.steps_run,
-        "meta_steps_per_second": (result.steps_run / result.step_seconds
-                                  if result.step_seconds else None),
+        "meta_steps_per_second": (
+            result.steps_run / result.step_seconds if result.step_seconds else None
+        ),
         "skipped_meta_steps": result.skipped_meta_steps,
         "skipped_genome_updates": result.skipped,
         "peak_rss_mb": peak_rss_mb(),
     }
     if not result.steps_run:  # a rerun of a finished run: keep the training call's timing
         summary.update(run_dir.previous_timing())
-    metadata = {"meta_steps": result.steps, "validation_accuracy": final,
-                "validation_unroll_length": validation["unroll_length"]}
-    random = Genome.random(cfg.rule.num_states, seed=values["seed"],
-                           transform_std=values["transform_std"],
-                           synapse_update=values["synapse_update"])
+    metadata = {
+        "meta_steps": result.steps,
+        "validation_accuracy": final,
+        "validation_unroll_length": validation["unroll_length"],
+    }
+    random = Genome.random(
+        cfg.rule.num_states,
+        seed=values["seed"],
+        transform_std=values["transform_std"],
+        synapse_update=values["synapse_update"],
+    )
     return summary, metadata, {"learned": trainer.best_genome(), "random": random}
 
 
-GRADIENT = Application("meta_train", "meta_steps", _gradient_check,
-                       lambda values: values["meta_batch"], _gradient_trainer, _gradient_report)
+GRADIENT = Application(
+    "meta_train",
+    "meta_steps",
+    _gradient_check,
+    lambda values: values["meta_batch"],
+    _gradient_trainer,
+    _gradient_report,
+)
 
 
 # ----------------------------------------------------------------------------- CMA-ES
 def _cma_check(values: Mapping, cfg: Config) -> Config:
     from blur_tf.meta import genome_vector  # pylint: disable=g-import-not-at-top
+
     if values["population"] < 2:
         raise ValueError(f"--population (CMA-ES λ) must be >= 2, got {values['population']}")
     if not (math.isfinite(values["sigma0"]) and values["sigma0"] > 0):
@@ -334,40 +430,59 @@ def _cma_check(values: Mapping, cfg: Config) -> Config:
         read = genome_vector.rule_fields(cfg.rule)
         unread = [f for f in fields if f not in read]
         if unread:
-            raise ValueError(f"--fields: the rule does not read {', '.join(unread)} (every "
-                             "candidate would get the same fitness); it reads "
-                             f"{', '.join(read)}")
+            raise ValueError(
+                f"--fields: the rule does not read {', '.join(unread)} (every "
+                "candidate would get the same fitness); it reads "
+                f"{', '.join(read)}"
+            )
     jitter = getattr(cfg.schedule, "fraction", 0.0)  # a jittered unroll can be shorter
     shortest = max(1, round(cfg.schedule.base_length(0) * (1.0 - jitter)))
     if values["average_steps"] > shortest:
-        raise ValueError(f"--average_steps={values['average_steps']} exceeds the shortest "
-                         f"unroll ({shortest} inner steps) of --unroll={values['unroll']}")
+        raise ValueError(
+            f"--average_steps={values['average_steps']} exceeds the shortest "
+            f"unroll ({shortest} inner steps) of --unroll={values['unroll']}"
+        )
     if values["init_genome"]:
         genome = initial_genome(values["init_genome"])
         if genome.num_states != cfg.rule.num_states or genome.population != 1:
-            raise ValueError(f"--init_genome: {values['init_genome']} has K="
-                             f"{genome.num_states}, population {genome.population}; need "
-                             f"K={cfg.rule.num_states} (--num_states), population 1")
+            raise ValueError(
+                f"--init_genome: {values['init_genome']} has K="
+                f"{genome.num_states}, population {genome.population}; need "
+                f"K={cfg.rule.num_states} (--num_states), population 1"
+            )
     return dataclasses.replace(cfg, fields=fields)
 
 
 def _cma_trainer(values, cfg, problem, validator, strategy, run_dir):
     from blur_tf.meta import CmaTrainer  # pylint: disable=g-import-not-at-top
+
     return CmaTrainer(
-        problem, cfg.schedule, population=values["population"], sigma0=values["sigma0"],
-        seed=values["seed"], genome=initial_genome(values["init_genome"]), fields=cfg.fields,
-        transform_std=values["transform_std"], synapse_update=values["synapse_update"],
-        networks=values["networks"], average_steps=values["average_steps"],
-        eval_batches=values["eval_batches"], validator=validator, strategy=strategy,
-        **_periods(values, run_dir))
+        problem,
+        cfg.schedule,
+        population=values["population"],
+        sigma0=values["sigma0"],
+        seed=values["seed"],
+        genome=initial_genome(values["init_genome"]),
+        fields=cfg.fields,
+        transform_std=values["transform_std"],
+        synapse_update=values["synapse_update"],
+        networks=values["networks"],
+        average_steps=values["average_steps"],
+        eval_batches=values["eval_batches"],
+        validator=validator,
+        strategy=strategy,
+        **_periods(values, run_dir),
+    )
 
 
 def _cma_report(values, cfg, trainer, result, run_dir):
     del run_dir
     validation, final = _validation_summary(result.validation, 0)
-    best = {"score": trainer.best_score if math.isfinite(trainer.best_score) else None,
-            "generation": trainer.best_generation,
-            "selected_by": "validation" if trainer.validator else "fitness"}
+    best = {
+        "score": trainer.best_score if math.isfinite(trainer.best_score) else None,
+        "generation": trainer.best_generation,
+        "selected_by": "validation" if trainer.validator else "fitness",
+    }
     summary = {
         "generations": result.generations,
         "population": values["population"],
@@ -379,19 +494,27 @@ def _cma_report(values, cfg, trainer, result, run_dir):
         "pycma_stop": {k: str(v) for k, v in dict(trainer.es.stop()).items()},
         "wall_seconds_this_call": result.seconds,
         "generations_this_call": result.generations_run,
-        "generations_per_second": (result.generations_run / result.generation_seconds
-                                   if result.generation_seconds else None),
+        "generations_per_second": (
+            result.generations_run / result.generation_seconds
+            if result.generation_seconds
+            else None
+        ),
         "non_finite_candidates": result.non_finite,
         "peak_rss_mb": peak_rss_mb(),
     }
-    metadata = {"trainer": "CmaTrainer", "generations": result.generations,
-                "fields": list(trainer.mapping.fields),
-                "vector_layout": trainer.mapping.layout(), "best": best,
-                "validation_accuracy": final,
-                "validation_unroll_length": validation["unroll_length"]}
+    metadata = {
+        "trainer": "CmaTrainer",
+        "generations": result.generations,
+        "fields": list(trainer.mapping.fields),
+        "vector_layout": trainer.mapping.layout(),
+        "best": best,
+        "validation_accuracy": final,
+        "validation_unroll_length": validation["unroll_length"],
+    }
     start = trainer.mapping.decode(trainer.mapping.initial())
     return summary, metadata, {"cma": trainer.best_genome(), "start": start}
 
 
-CMA = Application("cma_train", "generations", _cma_check, lambda values: None, _cma_trainer,
-                  _cma_report)
+CMA = Application(
+    "cma_train", "generations", _cma_check, lambda values: None, _cma_trainer, _cma_report
+)

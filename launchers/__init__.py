@@ -65,6 +65,7 @@ def flag_parser(program: str):
             return flags.FLAGS(argv)
         except flags.Error as e:
             exit_with_error(program, e)
+
     return parse
 
 
@@ -73,6 +74,7 @@ def help_as_python_m(module_name: str) -> None:
     --help show the launcher module's docstring and flags, as `python -m launchers.X` does (absl
     reads both from `__main__` and from the flags of the module named `sys.argv[0]`)."""
     from absl import flags  # pylint: disable=g-import-not-at-top
+
     main, module = sys.modules["__main__"], sys.modules.get(module_name)
     if module is None or module is main:
         return

@@ -31,17 +31,20 @@ MIN_NETWORK_SIZES = 2  # input and output
 def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
     """Defines this launcher's flags on `fv` (the global FLAGS when run as a program)."""
     flags.DEFINE_multi_string(
-        "layer_sizes", ["100,64,10", "784,256,10"],
+        "layer_sizes",
+        ["100,64,10", "784,256,10"],
         "One network to time: its layer sizes, input first and classes last, separated by ',' "
         "or '-' (100,64,10 or 100-64-10); repeat the flag or separate networks with ';' to "
-        "time several.", flag_values=fv)
+        "time several.",
+        flag_values=fv,
+    )
     flags.DEFINE_list("num_states", ["2", "4"], "K values to time (each >= 2).", flag_values=fv)
     flags.DEFINE_integer("batch_size", 128, "Batch size (>= 1).", flag_values=fv)
     flags.DEFINE_integer("steps", 50, "Inner steps per timed run (>= 1).", flag_values=fv)
-    flags.DEFINE_integer("repeats", 7, "Timed runs (>= 1); the median is reported.",
-                         flag_values=fv)
-    flags.DEFINE_list("xla", ["false", "true"], "Time without (false) and/or with (true) XLA.",
-                      flag_values=fv)
+    flags.DEFINE_integer("repeats", 7, "Timed runs (>= 1); the median is reported.", flag_values=fv)
+    flags.DEFINE_list(
+        "xla", ["false", "true"], "Time without (false) and/or with (true) XLA.", flag_values=fv
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,16 +65,17 @@ def _network(text: str) -> tuple[int, ...]:
     except ValueError:
         sizes = []
     if len(sizes) < MIN_NETWORK_SIZES or any(n < 1 for n in sizes):
-        raise ValueError(f"--layer_sizes: a network is >= 2 positive integer sizes, input "
-                         f"first and classes last, separated by ',' or '-' (e.g. 100,64,10), "
-                         f"got {text!r}")
+        raise ValueError(
+            f"--layer_sizes: a network is >= 2 positive integer sizes, input "
+            f"first and classes last, separated by ',' or '-' (e.g. 100,64,10), "
+            f"got {text!r}"
+        )
     return tuple(sizes)
 
 
 def settings_from_flags(fv: flags.FlagValues = flags.FLAGS) -> Settings:
     """Validates parsed flags; ValueError naming the first problem (nothing is timed yet)."""
-    networks = tuple(_network(t) for value in fv.layer_sizes for t in value.split(";")
-                     if t.strip())
+    networks = tuple(_network(t) for value in fv.layer_sizes for t in value.split(";") if t.strip())
     if not networks:
         raise ValueError("--layer_sizes is empty")
     num_states = tuple(parse_ints(fv.num_states, "num_states"))
@@ -83,8 +87,9 @@ def settings_from_flags(fv: flags.FlagValues = flags.FLAGS) -> Settings:
     xla = [x.strip().lower() for x in fv.xla]
     if not xla or any(x not in ("true", "false") for x in xla):
         raise ValueError(f"--xla takes true and/or false, got {list(fv.xla)}")
-    return Settings(networks, num_states, fv.batch_size, fv.steps, fv.repeats,
-                    tuple(x == "true" for x in xla))
+    return Settings(
+        networks, num_states, fv.batch_size, fv.steps, fv.repeats, tuple(x == "true" for x in xla)
+    )
 
 
 def sgd_flops(sizes, batch):
@@ -125,7 +130,7 @@ def time_sgd(sizes, xs, ys, steps, repeats, jit):
     rng = np.random.default_rng(0)
     params = []
     for n, m in zip(sizes[:-1], sizes[1:]):
-        params += [tf.constant(rng.normal(0, n ** -0.5, (n, m)), tf.float32), tf.zeros([m])]
+        params += [tf.constant(rng.normal(0, n**-0.5, (n, m)), tf.float32), tf.zeros([m])]
 
     @tf.function(jit_compile=jit)
     def run(params):
@@ -140,6 +145,7 @@ def time_sgd(sizes, xs, ys, steps, repeats, jit):
                 loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(ys[t], h))
             grads = tape.gradient(loss, params)
             return t + 1, [p - 0.1 * g for p, g in zip(params, grads)]
+
         return tf.while_loop(lambda t, _: t < steps, body, (tf.constant(0), params))[1]
 
     return _median_time(lambda: [p.numpy() for p in run(params)], repeats) / steps
@@ -155,11 +161,14 @@ def time_blur(sizes, rule, xs, ys, steps, repeats, jit):
 
 def run(settings: Settings) -> None:
     """Times every network × K × XLA setting and prints the table."""
-    print(f"batch {settings.batch_size}, median of {settings.repeats} runs of {settings.steps} "
-          f"steps; Rule(num_states=K) (asymmetric, multi-channel, normalization) vs SGD "
-          f"(tanh MLP)")
-    header = ("| layers | K | XLA | SGD ms/step | BLUR ms/step | time ratio | FLOP ratio | "
-              "time/FLOP |")
+    print(
+        f"batch {settings.batch_size}, median of {settings.repeats} runs of {settings.steps} "
+        f"steps; Rule(num_states=K) (asymmetric, multi-channel, normalization) vs SGD "
+        f"(tanh MLP)"
+    )
+    header = (
+        "| layers | K | XLA | SGD ms/step | BLUR ms/step | time ratio | FLOP ratio | time/FLOP |"
+    )
     print(header + "\n|" + "---|" * 8)
     rng = np.random.default_rng(0)
     batch, steps, repeats = settings.batch_size, settings.steps, settings.repeats
@@ -175,10 +184,12 @@ def run(settings: Settings) -> None:
                     rule = Rule(num_states=k)
                     blur = time_blur(sizes, rule, xs, ys, steps, repeats, jit)
                     flop_ratio = blur_flops(sizes, rule, batch) / sgd_flops(sizes, batch)
-                    progress.print(f"| {'-'.join(map(str, sizes))} | {k} | "
-                                   f"{'on' if jit else 'off'} | {sgd * 1e3:.3f} | "
-                                   f"{blur * 1e3:.3f} | {blur / sgd:.2f} | {flop_ratio:.2f} | "
-                                   f"{blur / sgd / flop_ratio:.2f} |")
+                    progress.print(
+                        f"| {'-'.join(map(str, sizes))} | {k} | "
+                        f"{'on' if jit else 'off'} | {sgd * 1e3:.3f} | "
+                        f"{blur * 1e3:.3f} | {blur / sgd:.2f} | {flop_ratio:.2f} | "
+                        f"{blur / sgd / flop_ratio:.2f} |"
+                    )
                     progress.update(next(done), total)
 
 

@@ -40,22 +40,51 @@ FLAGS = flags.FLAGS
 flags.adopt_module_key_flags(training_flags)
 
 SEARCH = config.FlagGroup(FLAGS, __name__)
-SEARCH.define(flags.DEFINE_float, "sigma0", 0.1, "Initial CMA-ES step size (> 0), the same in "
-              "every coordinate of the genome vector.")
-SEARCH.define(flags.DEFINE_list, "fields", [], "Genome fields to search (default: those the "
-              "rule reads); the others keep the start genome's values.")
-SEARCH.define(flags.DEFINE_integer, "networks", 1, "Networks per candidate per generation "
-              "(fitness averaged).", lower_bound=1)
-SEARCH.define(flags.DEFINE_integer, "average_steps", 1, "Fitness = accuracy averaged over the "
-              "last N inner steps of the unroll.", lower_bound=1)
-SEARCH.define(flags.DEFINE_integer, "eval_batches", 1, "Held-out batches (of "
-              "--eval_batch_size examples) the fitness is measured on, per network.",
-              lower_bound=1)
+SEARCH.define(
+    flags.DEFINE_float,
+    "sigma0",
+    0.1,
+    "Initial CMA-ES step size (> 0), the same in every coordinate of the genome vector.",
+)
+SEARCH.define(
+    flags.DEFINE_list,
+    "fields",
+    [],
+    "Genome fields to search (default: those the "
+    "rule reads); the others keep the start genome's values.",
+)
+SEARCH.define(
+    flags.DEFINE_integer,
+    "networks",
+    1,
+    "Networks per candidate per generation (fitness averaged).",
+    lower_bound=1,
+)
+SEARCH.define(
+    flags.DEFINE_integer,
+    "average_steps",
+    1,
+    "Fitness = accuracy averaged over the last N inner steps of the unroll.",
+    lower_bound=1,
+)
+SEARCH.define(
+    flags.DEFINE_integer,
+    "eval_batches",
+    1,
+    "Held-out batches (of --eval_batch_size examples) the fitness is measured on, per network.",
+    lower_bound=1,
+)
 SEARCH_RUN = config.FlagGroup(FLAGS, __name__)
-SEARCH_RUN.define(flags.DEFINE_integer, "generations", 100, "Total CMA-ES generations.",
-                  lower_bound=0)
-SEARCH_RUN.define(flags.DEFINE_multi_string, "test_tasks", [], "Task specs of the final report "
-                  "table only (never used for selection); default: the validation tasks.")
+SEARCH_RUN.define(
+    flags.DEFINE_integer, "generations", 100, "Total CMA-ES generations.", lower_bound=0
+)
+SEARCH_RUN.define(
+    flags.DEFINE_multi_string,
+    "test_tasks",
+    [],
+    "Task specs of the final report "
+    "table only (never used for selection); default: the validation tasks.",
+)
 
 NAMES = (*training_flags.COMMON, *SEARCH.names, *SEARCH_RUN.names)
 RESUMABLE = (*training_flags.RUN.names, *SEARCH_RUN.names)
@@ -74,16 +103,22 @@ def build_config(values: dict) -> training.Config:
 
 def refused_flags_given() -> list[str]:
     """Gradient meta-training flags given on the command line (or a flagfile)."""
-    return sorted(name for name in (*training_flags.GRADIENT.names,
-                                    *training_flags.GRADIENT_RUN.names) if FLAGS[name].present)
+    return sorted(
+        name
+        for name in (*training_flags.GRADIENT.names, *training_flags.GRADIENT_RUN.names)
+        if FLAGS[name].present
+    )
 
 
 def main(argv):
     refused = refused_flags_given()
     if refused:
-        exit_with_error("cma_train", ", ".join(f"--{n}" for n in refused) + " belong(s) to "
-                        "gradient meta-training (launchers/meta_train.py); CMA-ES does not use "
-                        "them")
+        exit_with_error(
+            "cma_train",
+            ", ".join(f"--{n}" for n in refused) + " belong(s) to "
+            "gradient meta-training (launchers/meta_train.py); CMA-ES does not use "
+            "them",
+        )
     training_flags.run_or_exit("cma_train", training.CMA, NAMES, RESUMABLE, argv)
 
 

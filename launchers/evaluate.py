@@ -41,44 +41,99 @@ DEFAULT_STEPS = (1, 5, 10, 20, 50, 100, 200)
 
 def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
     """Defines this launcher's flags on `fv` (the global FLAGS when run as a program)."""
-    flags.DEFINE_string("genome", "backprop", "genome.json path, shipped genome name (e.g. "
-                        "mnist_fast), 'backprop' or 'none'.", flag_values=fv)
-    flags.DEFINE_integer("genome_member", 0, "Population member of the genome file to "
-                         "evaluate; -1 evaluates every member (best per horizon).",
-                         flag_values=fv)
-    flags.DEFINE_string("rule", "", "Rule field overrides 'key=value,...' applied on top of "
-                        "the genome's metadata rule.", flag_values=fv)
-    flags.DEFINE_float("backprop_lr", None, "Fixed lr of --genome=backprop (default: swept "
-                       "over --learning_rates, best per horizon).", flag_values=fv)
-    flags.DEFINE_enum("backprop_activation", "tanh", list(baselines.ACTIVATIONS),
-                      "Hidden activation of --genome=backprop.", flag_values=fv)
-    flags.DEFINE_multi_string("tasks", ["mnist"], "Task spec(s); repeat the flag or separate "
-                              "with ';' (specs may contain commas).", flag_values=fv)
-    flags.DEFINE_multi_string("layer_sizes", ["128"], "Hidden layer sizes of one "
-                              "architecture, e.g. 128 or 64,64; repeat for several; 'none' "
-                              "for no hidden layer.", flag_values=fv)
-    flags.DEFINE_list("steps", [str(s) for s in DEFAULT_STEPS], "Inner-step horizons.",
-                      flag_values=fv)
-    flags.DEFINE_list("baselines", list(baselines.OPTIMIZERS), "Baselines, any of "
-                      f"{','.join(baselines.OPTIMIZERS)}; 'none' for no baseline.",
-                      flag_values=fv)
-    flags.DEFINE_list("activations", list(baselines.ACTIVATIONS), "Hidden activations swept "
-                      "by the baselines.", flag_values=fv)
-    flags.DEFINE_list("learning_rates", [f"{r:g}" for r in baselines.DEFAULT_LEARNING_RATES],
-                      "Learning-rate grid of the baselines (and of --genome=backprop).",
-                      flag_values=fv)
-    flags.DEFINE_integer("seeds", 3, "Number of seeds (initial networks and batch streams).",
-                         flag_values=fv)
-    flags.DEFINE_integer("first_seed", 0, "Seeds are first_seed … first_seed+seeds-1.",
-                         flag_values=fv)
+    flags.DEFINE_string(
+        "genome",
+        "backprop",
+        "genome.json path, shipped genome name (e.g. mnist_fast), 'backprop' or 'none'.",
+        flag_values=fv,
+    )
+    flags.DEFINE_integer(
+        "genome_member",
+        0,
+        "Population member of the genome file to "
+        "evaluate; -1 evaluates every member (best per horizon).",
+        flag_values=fv,
+    )
+    flags.DEFINE_string(
+        "rule",
+        "",
+        "Rule field overrides 'key=value,...' applied on top of the genome's metadata rule.",
+        flag_values=fv,
+    )
+    flags.DEFINE_float(
+        "backprop_lr",
+        None,
+        "Fixed lr of --genome=backprop (default: swept over --learning_rates, best per horizon).",
+        flag_values=fv,
+    )
+    flags.DEFINE_enum(
+        "backprop_activation",
+        "tanh",
+        list(baselines.ACTIVATIONS),
+        "Hidden activation of --genome=backprop.",
+        flag_values=fv,
+    )
+    flags.DEFINE_multi_string(
+        "tasks",
+        ["mnist"],
+        "Task spec(s); repeat the flag or separate with ';' (specs may contain commas).",
+        flag_values=fv,
+    )
+    flags.DEFINE_multi_string(
+        "layer_sizes",
+        ["128"],
+        "Hidden layer sizes of one "
+        "architecture, e.g. 128 or 64,64; repeat for several; 'none' "
+        "for no hidden layer.",
+        flag_values=fv,
+    )
+    flags.DEFINE_list(
+        "steps", [str(s) for s in DEFAULT_STEPS], "Inner-step horizons.", flag_values=fv
+    )
+    flags.DEFINE_list(
+        "baselines",
+        list(baselines.OPTIMIZERS),
+        f"Baselines, any of {','.join(baselines.OPTIMIZERS)}; 'none' for no baseline.",
+        flag_values=fv,
+    )
+    flags.DEFINE_list(
+        "activations",
+        list(baselines.ACTIVATIONS),
+        "Hidden activations swept by the baselines.",
+        flag_values=fv,
+    )
+    flags.DEFINE_list(
+        "learning_rates",
+        [f"{r:g}" for r in baselines.DEFAULT_LEARNING_RATES],
+        "Learning-rate grid of the baselines (and of --genome=backprop).",
+        flag_values=fv,
+    )
+    flags.DEFINE_integer(
+        "seeds", 3, "Number of seeds (initial networks and batch streams).", flag_values=fv
+    )
+    flags.DEFINE_integer(
+        "first_seed", 0, "Seeds are first_seed … first_seed+seeds-1.", flag_values=fv
+    )
     flags.DEFINE_integer("batch_size", 128, "Training batch size.", flag_values=fv)
-    flags.DEFINE_integer("eval_examples", None, "Evaluate on the first N held-out examples "
-                         "(default: the full test split).", flag_values=fv)
+    flags.DEFINE_integer(
+        "eval_examples",
+        None,
+        "Evaluate on the first N held-out examples (default: the full test split).",
+        flag_values=fv,
+    )
     flags.DEFINE_string("out_dir", None, "Output folder (required).", flag_values=fv)
-    flags.DEFINE_string("tfds_manual_dir", None, "Folder with <builder>/<original files> "
-                        "(default: env BLUR_TFDS_MANUAL_DIR).", flag_values=fv)
-    flags.DEFINE_string("data_dir", None, "tfds data folder (default: env BLUR_TFDS_DATA_DIR "
-                        "or ~/tensorflow_datasets).", flag_values=fv)
+    flags.DEFINE_string(
+        "tfds_manual_dir",
+        None,
+        "Folder with <builder>/<original files> (default: env BLUR_TFDS_MANUAL_DIR).",
+        flag_values=fv,
+    )
+    flags.DEFINE_string(
+        "data_dir",
+        None,
+        "tfds data folder (default: env BLUR_TFDS_DATA_DIR or ~/tensorflow_datasets).",
+        flag_values=fv,
+    )
     flags.DEFINE_bool("download", False, "Let tfds download missing datasets.", flag_values=fv)
 
 
@@ -134,11 +189,13 @@ def settings_from_flags(fv: flags.FlagValues = flags.FLAGS) -> Settings:
     try:
         rates = baselines.check_learning_rates(float(r) for r in fv.learning_rates)
     except ValueError:
-        raise ValueError(f"--learning_rates must be positive numbers, "
-                         f"got {fv.learning_rates}") from None
+        raise ValueError(
+            f"--learning_rates must be positive numbers, got {fv.learning_rates}"
+        ) from None
     if fv.seeds < 1 or fv.first_seed < 0:
-        raise ValueError(f"--seeds must be >= 1 and --first_seed >= 0, got {fv.seeds}, "
-                         f"{fv.first_seed}")
+        raise ValueError(
+            f"--seeds must be >= 1 and --first_seed >= 0, got {fv.seeds}, {fv.first_seed}"
+        )
     if fv.batch_size < 1:
         raise ValueError(f"--batch_size must be >= 1, got {fv.batch_size}")
     if fv.eval_examples is not None and fv.eval_examples < 1:
@@ -149,6 +206,7 @@ def settings_from_flags(fv: flags.FlagValues = flags.FLAGS) -> Settings:
     if not tasks:
         raise ValueError("--tasks is empty")
     from blur_tf.tasks import parse_spec  # spec syntax only; datasets load later
+
     for spec in tasks:
         parse_spec(spec)
     architectures = tuple(_architecture(a) for a in fv.layer_sizes)
@@ -158,14 +216,25 @@ def settings_from_flags(fv: flags.FlagValues = flags.FLAGS) -> Settings:
     if genome.lower() == "none" and not names:
         raise ValueError("--genome=none and --baselines=none: nothing to evaluate")
     settings = Settings(
-        genome=genome, genome_member=None if fv.genome_member == -1 else fv.genome_member,
+        genome=genome,
+        genome_member=None if fv.genome_member == -1 else fv.genome_member,
         rule_overrides=evaluation.parse_rule_overrides(fv.rule),
-        backprop_lr=fv.backprop_lr, backprop_activation=fv.backprop_activation, tasks=tasks,
-        architectures=architectures, steps=steps, baselines=tuple(names),
-        activations=activations, learning_rates=rates,
-        seeds=tuple(range(fv.first_seed, fv.first_seed + fv.seeds)), batch_size=fv.batch_size,
-        eval_examples=fv.eval_examples, out_dir=fv.out_dir, tfds_manual_dir=fv.tfds_manual_dir,
-        data_dir=fv.data_dir, download=fv.download)
+        backprop_lr=fv.backprop_lr,
+        backprop_activation=fv.backprop_activation,
+        tasks=tasks,
+        architectures=architectures,
+        steps=steps,
+        baselines=tuple(names),
+        activations=activations,
+        learning_rates=rates,
+        seeds=tuple(range(fv.first_seed, fv.first_seed + fv.seeds)),
+        batch_size=fv.batch_size,
+        eval_examples=fv.eval_examples,
+        out_dir=fv.out_dir,
+        tfds_manual_dir=fv.tfds_manual_dir,
+        data_dir=fv.data_dir,
+        download=fv.download,
+    )
     load_learner(settings)  # fails early on a missing or malformed genome
     return settings
 
@@ -174,10 +243,14 @@ def load_learner(settings: Settings):
     """The Learner of the settings, or None for --genome=none."""
     if settings.genome.lower() == "none":
         return None
-    rates = ((settings.backprop_lr,) if settings.backprop_lr is not None
-             else settings.learning_rates)
-    return evaluation.load_learner(settings.genome, settings.rule_overrides,
-                                   settings.genome_member, rates, settings.backprop_activation)
+    rates = (settings.backprop_lr,) if settings.backprop_lr is not None else settings.learning_rates
+    return evaluation.load_learner(
+        settings.genome,
+        settings.rule_overrides,
+        settings.genome_member,
+        rates,
+        settings.backprop_activation,
+    )
 
 
 def run(settings: Settings, log=logging.info) -> dict:
@@ -188,6 +261,7 @@ def run(settings: Settings, log=logging.info) -> dict:
     Returns the results dict written to OUT/results.json.
     """
     from blur_tf.experiment import RunDirectory
+
     with RunDirectory(settings.out_dir).lock():
         return _run(settings, log)
 
@@ -196,11 +270,18 @@ def _run(settings: Settings, log) -> dict:
     from blur_tf.tasks import get_task
 
     learner = load_learner(settings)
-    tasks = [get_task(spec, tfds_manual_dir=settings.tfds_manual_dir,
-                      data_dir=settings.data_dir, download=settings.download)
-             for spec in settings.tasks]
-    settings_dict = {k: (list(v) if isinstance(v, tuple) else v)
-                     for k, v in dataclasses.asdict(settings).items()}
+    tasks = [
+        get_task(
+            spec,
+            tfds_manual_dir=settings.tfds_manual_dir,
+            data_dir=settings.data_dir,
+            download=settings.download,
+        )
+        for spec in settings.tasks
+    ]
+    settings_dict = {
+        k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(settings).items()
+    }
     results = {"settings": settings_dict, "runs": []}
     start = time.perf_counter()
     methods = (learner is not None) + len(settings.baselines)
@@ -211,32 +292,50 @@ def _run(settings: Settings, log) -> dict:
                 run_start = time.perf_counter()
                 log(f"evaluating {task.spec} hidden={list(hidden)} …")
                 result = evaluation.evaluate_run(
-                    task, hidden, settings.steps, settings.seeds, settings.batch_size, learner,
-                    settings.baselines, settings.activations, settings.learning_rates,
-                    settings.eval_examples, log=log,
-                    method_done=lambda: progress.update(next(done), total))
+                    task,
+                    hidden,
+                    settings.steps,
+                    settings.seeds,
+                    settings.batch_size,
+                    learner,
+                    settings.baselines,
+                    settings.activations,
+                    settings.learning_rates,
+                    settings.eval_examples,
+                    log=log,
+                    method_done=lambda: progress.update(next(done), total),
+                )
                 result["seconds"] = round(time.perf_counter() - run_start, 3)
                 results["runs"].append(result)
-                progress.print(evaluation.format_table(result)
-                               + f"\n({result['seconds']:.1f}s)\n")
+                progress.print(evaluation.format_table(result) + f"\n({result['seconds']:.1f}s)\n")
                 write_json_atomic(os.path.join(settings.out_dir, "results.json"), results)
     results["seconds"] = round(time.perf_counter() - start, 3)
     if len(results["runs"]) > 1:
         print(evaluation.generalization_table(results["runs"]) + "\n", flush=True)
     write_json_atomic(os.path.join(settings.out_dir, "results.json"), results)
-    evaluation.write_csv_atomic(os.path.join(settings.out_dir, "results.csv"),
-                                evaluation.result_rows(results["runs"]))
+    evaluation.write_csv_atomic(
+        os.path.join(settings.out_dir, "results.csv"), evaluation.result_rows(results["runs"])
+    )
     evaluation.plot_curves(results["runs"], os.path.join(settings.out_dir, "curves.png"))
     sweep = evaluation.plot_sweep(results["runs"], os.path.join(settings.out_dir, "sweep.png"))
     evaluation.write_tensorboard(results["runs"], os.path.join(settings.out_dir, "tensorboard"))
-    edges = [(r["task"], m, row["horizon"]) for r in results["runs"]
-             for m, e in r["methods"].items() for row in e["per_horizon"] if row["at_edge"]]
+    edges = [
+        (r["task"], m, row["horizon"])
+        for r in results["runs"]
+        for m, e in r["methods"].items()
+        for row in e["per_horizon"]
+        if row["at_edge"]
+    ]
     if edges:
-        log(f"WARNING: best learning rate at the edge of the grid for {edges}; widen "
-            f"--learning_rates")
-    log(f"wrote {settings.out_dir}/results.json, results.csv, curves.png, "
+        log(
+            f"WARNING: best learning rate at the edge of the grid for {edges}; widen "
+            f"--learning_rates"
+        )
+    log(
+        f"wrote {settings.out_dir}/results.json, results.csv, curves.png, "
         f"{'sweep.png, ' if sweep else ''}tensorboard/ "
-        f"in {results['seconds']:.1f}s")
+        f"in {results['seconds']:.1f}s"
+    )
     return results
 
 

@@ -31,18 +31,26 @@ from launchers import call_or_exit, flag_parser, settings_or_exit
 
 def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
     """Defines this launcher's flags on `fv` (the global FLAGS when run as a program)."""
-    flags.DEFINE_string("spec", None, "Experiment spec (INI), e.g. "
-                        "experiments/fig2_not_a_gradient.cfg.", flag_values=fv)
+    flags.DEFINE_string(
+        "spec",
+        None,
+        "Experiment spec (INI), e.g. experiments/fig2_not_a_gradient.cfg.",
+        flag_values=fv,
+    )
     flags.DEFINE_string("out_dir", None, "Output folder (required).", flag_values=fv)
-    flags.DEFINE_string("tfds_manual_dir", None, "Folder with <dataset>/<original files>, "
-                        "passed to every arm and evaluation (default: env "
-                        "BLUR_TFDS_MANUAL_DIR).", flag_values=fv)
-    flags.DEFINE_integer("parallel", 1, "Launcher arms run at once.", lower_bound=1,
-                         flag_values=fv)
-    flags.DEFINE_list("arms", [], "Run (and evaluate) only these arms; default: all.",
-                      flag_values=fv)
-    flags.DEFINE_bool("retry_failed", False, "Run arms recorded as failed again.",
-                      flag_values=fv)
+    flags.DEFINE_string(
+        "tfds_manual_dir",
+        None,
+        "Folder with <dataset>/<original files>, "
+        "passed to every arm and evaluation (default: env "
+        "BLUR_TFDS_MANUAL_DIR).",
+        flag_values=fv,
+    )
+    flags.DEFINE_integer("parallel", 1, "Launcher arms run at once.", lower_bound=1, flag_values=fv)
+    flags.DEFINE_list(
+        "arms", [], "Run (and evaluate) only these arms; default: all.", flag_values=fv
+    )
+    flags.DEFINE_bool("retry_failed", False, "Run arms recorded as failed again.", flag_values=fv)
 
 
 def check(fv: flags.FlagValues):
@@ -50,6 +58,7 @@ def check(fv: flags.FlagValues):
     from blur_tf.experiment import RunDirectory  # pylint: disable=g-import-not-at-top
     from blur_tf.study import runner  # pylint: disable=g-import-not-at-top
     from blur_tf.study import spec as spec_lib
+
     if not fv.spec:
         raise ValueError("--spec is required")
     spec = spec_lib.parse_spec(fv.spec)
@@ -66,11 +75,20 @@ def _stop(signum, frame):
 
 def main(argv, fv: flags.FlagValues = flags.FLAGS):
     from blur_tf.study import runner  # pylint: disable=g-import-not-at-top
+
     spec, out_dir = settings_or_exit("experiment", argv, check, fv)
     signal.signal(signal.SIGTERM, _stop)
-    results = call_or_exit("experiment", runner.run_experiment, spec, out_dir,
-                           fv.tfds_manual_dir, fv.parallel, fv.arms, fv.retry_failed,
-                           lambda m: print(m, flush=True))
+    results = call_or_exit(
+        "experiment",
+        runner.run_experiment,
+        spec,
+        out_dir,
+        fv.tfds_manual_dir,
+        fv.parallel,
+        fv.arms,
+        fv.retry_failed,
+        lambda m: print(m, flush=True),
+    )
     print(runner.markdown_table(results), flush=True)
 
 

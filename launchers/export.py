@@ -36,35 +36,69 @@ from launchers import call_or_exit, flag_parser, settings_or_exit
 
 def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
     """Defines this launcher's flags on `fv` (the global FLAGS when run as a program)."""
-    flags.DEFINE_string("genome", None, "genome.json path, shipped genome name (e.g. "
-                        "mnist_fast) or 'backprop' (required).",
-                        flag_values=fv)
-    flags.DEFINE_integer("genome_member", 0, "Population member of the genome file.",
-                         flag_values=fv)
-    flags.DEFINE_string("rule", "", "Rule field overrides 'key=value,...' on top of the "
-                        "genome's metadata rule.", flag_values=fv)
+    flags.DEFINE_string(
+        "genome",
+        None,
+        "genome.json path, shipped genome name (e.g. mnist_fast) or 'backprop' (required).",
+        flag_values=fv,
+    )
+    flags.DEFINE_integer(
+        "genome_member", 0, "Population member of the genome file.", flag_values=fv
+    )
+    flags.DEFINE_string(
+        "rule",
+        "",
+        "Rule field overrides 'key=value,...' on top of the genome's metadata rule.",
+        flag_values=fv,
+    )
     flags.DEFINE_float("backprop_lr", 0.1, "Learning rate of --genome=backprop.", flag_values=fv)
-    flags.DEFINE_enum("backprop_activation", "tanh", list(baselines.ACTIVATIONS),
-                      "Hidden activation of --genome=backprop.", flag_values=fv)
-    flags.DEFINE_string("layer_sizes", None, "Hidden sizes, e.g. 32 or 64,64; 'none' for no "
-                        "hidden layer (default: the genome's metadata.hidden_sizes).",
-                        flag_values=fv)
-    flags.DEFINE_string("task", None, "Task spec giving the input size and number of classes.",
-                        flag_values=fv)
+    flags.DEFINE_enum(
+        "backprop_activation",
+        "tanh",
+        list(baselines.ACTIVATIONS),
+        "Hidden activation of --genome=backprop.",
+        flag_values=fv,
+    )
+    flags.DEFINE_string(
+        "layer_sizes",
+        None,
+        "Hidden sizes, e.g. 32 or 64,64; 'none' for no "
+        "hidden layer (default: the genome's metadata.hidden_sizes).",
+        flag_values=fv,
+    )
+    flags.DEFINE_string(
+        "task", None, "Task spec giving the input size and number of classes.", flag_values=fv
+    )
     flags.DEFINE_integer("input_size", None, "Input size (instead of --task).", flag_values=fv)
-    flags.DEFINE_integer("num_classes", None, "Number of classes (instead of --task).",
-                         flag_values=fv)
-    flags.DEFINE_string("tfds_manual_dir", None, "For image --task: folder with <builder>/"
-                        "<original files> (default: env BLUR_TFDS_MANUAL_DIR).", flag_values=fv)
-    flags.DEFINE_integer("batch_size", None, "Static batch size of learn (default: any; "
-                         "predict always takes any).", flag_values=fv)
-    flags.DEFINE_integer("seed", 0, "Initial synapses: BlurNetwork.init_synapses(1, seed).",
-                         flag_values=fv)
+    flags.DEFINE_integer(
+        "num_classes", None, "Number of classes (instead of --task).", flag_values=fv
+    )
+    flags.DEFINE_string(
+        "tfds_manual_dir",
+        None,
+        "For image --task: folder with <builder>/"
+        "<original files> (default: env BLUR_TFDS_MANUAL_DIR).",
+        flag_values=fv,
+    )
+    flags.DEFINE_integer(
+        "batch_size",
+        None,
+        "Static batch size of learn (default: any; predict always takes any).",
+        flag_values=fv,
+    )
+    flags.DEFINE_integer(
+        "seed", 0, "Initial synapses: BlurNetwork.init_synapses(1, seed).", flag_values=fv
+    )
     flags.DEFINE_string("out_dir", None, "Output SavedModel folder (required).", flag_values=fv)
-    flags.DEFINE_bool("overwrite", False, "Replace an existing non-empty --out_dir.",
-                      flag_values=fv)
-    flags.DEFINE_integer("time_batches", 0, "After export, time N learn calls against the "
-                         "in-framework step (0: no timing).", flag_values=fv)
+    flags.DEFINE_bool(
+        "overwrite", False, "Replace an existing non-empty --out_dir.", flag_values=fv
+    )
+    flags.DEFINE_integer(
+        "time_batches",
+        0,
+        "After export, time N learn calls against the in-framework step (0: no timing).",
+        flag_values=fv,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,8 +118,7 @@ class Settings:
 def _hidden_sizes(text: str | None, metadata: dict) -> tuple[int, ...]:
     if text is None:
         if "hidden_sizes" not in metadata:
-            raise ValueError("--layer_sizes is required (the genome has no "
-                             "metadata.hidden_sizes)")
+            raise ValueError("--layer_sizes is required (the genome has no metadata.hidden_sizes)")
         return tuple(int(n) for n in metadata["hidden_sizes"])
     if text.strip().lower() in ("none", ""):
         return ()
@@ -104,13 +137,16 @@ def _io_sizes(fv: flags.FlagValues) -> tuple[int, int]:
         if fv.input_size is not None or fv.num_classes is not None:
             raise ValueError("give either --task or --input_size/--num_classes, not both")
         from blur_tf.tasks import get_task
+
         task = get_task(fv.task, tfds_manual_dir=fv.tfds_manual_dir)
         return task.input_size, task.num_classes
     if fv.input_size is None or fv.num_classes is None:
         raise ValueError("--task, or both --input_size and --num_classes, are required")
     if fv.input_size < 1 or fv.num_classes < 2:
-        raise ValueError(f"--input_size must be >= 1 and --num_classes >= 2, got "
-                         f"{fv.input_size}, {fv.num_classes}")
+        raise ValueError(
+            f"--input_size must be >= 1 and --num_classes >= 2, got "
+            f"{fv.input_size}, {fv.num_classes}"
+        )
     return fv.input_size, fv.num_classes
 
 
@@ -128,29 +164,51 @@ def settings_from_flags(fv: flags.FlagValues = flags.FLAGS) -> Settings:
     if fv.genome == evaluation.BACKPROP:
         if not fv.backprop_lr > 0:
             raise ValueError(f"--backprop_lr must be positive, got {fv.backprop_lr}")
-        metadata = {"genome": "backprop", "learning_rate": fv.backprop_lr,
-                    "activation": fv.backprop_activation}
+        metadata = {
+            "genome": "backprop",
+            "learning_rate": fv.backprop_lr,
+            "activation": fv.backprop_activation,
+        }
     else:
         metadata = {**Genome.load_with_metadata(fv.genome)[1], "genome_file": fv.genome}
-    learner = evaluation.load_learner(fv.genome, evaluation.parse_rule_overrides(fv.rule),
-                                      fv.genome_member, [fv.backprop_lr], fv.backprop_activation)
+    learner = evaluation.load_learner(
+        fv.genome,
+        evaluation.parse_rule_overrides(fv.rule),
+        fv.genome_member,
+        [fv.backprop_lr],
+        fv.backprop_activation,
+    )
     hidden = _hidden_sizes(fv.layer_sizes, metadata)
     input_size, num_classes = _io_sizes(fv)
-    return Settings(learner=learner, metadata=metadata,
-                    layer_sizes=(input_size, *hidden, num_classes), batch_size=fv.batch_size,
-                    seed=fv.seed, out_dir=fv.out_dir, overwrite=fv.overwrite,
-                    time_batches=fv.time_batches)
+    return Settings(
+        learner=learner,
+        metadata=metadata,
+        layer_sizes=(input_size, *hidden, num_classes),
+        batch_size=fv.batch_size,
+        seed=fv.seed,
+        out_dir=fv.out_dir,
+        overwrite=fv.overwrite,
+        time_batches=fv.time_batches,
+    )
 
 
 def run(settings: Settings, log=logging.info) -> str:
     """Writes the learner; times it if asked. Returns the folder's absolute path."""
     start = time.perf_counter()
-    path = export_learner(settings.learner.genome, settings.out_dir,
-                          layer_sizes=settings.layer_sizes, rule=settings.learner.rule,
-                          batch_size=settings.batch_size, seed=settings.seed,
-                          metadata=settings.metadata, overwrite=settings.overwrite)
-    log(f"wrote {path} (layers {list(settings.layer_sizes)}, batch size "
-        f"{settings.batch_size or 'any'}) in {time.perf_counter() - start:.1f}s")
+    path = export_learner(
+        settings.learner.genome,
+        settings.out_dir,
+        layer_sizes=settings.layer_sizes,
+        rule=settings.learner.rule,
+        batch_size=settings.batch_size,
+        seed=settings.seed,
+        metadata=settings.metadata,
+        overwrite=settings.overwrite,
+    )
+    log(
+        f"wrote {path} (layers {list(settings.layer_sizes)}, batch size "
+        f"{settings.batch_size or 'any'}) in {time.perf_counter() - start:.1f}s"
+    )
     if settings.time_batches:
         print(format_timing(time_learner(path, settings), settings), flush=True)
     return path
@@ -201,17 +259,23 @@ def time_learner(path: str, settings: Settings, repeats: int = 5) -> dict:
             times.append(time.perf_counter() - start)
         return 1000 * statistics.median(times) / settings.time_batches
 
-    return {"batch_size": batch, "exported_learn_ms": ms_per_batch(exported),
-            "blur_network_step_ms": ms_per_batch(framework),
-            "blur_model_train_on_batch_ms": ms_per_batch(keras_model), "repeats": repeats}
+    return {
+        "batch_size": batch,
+        "exported_learn_ms": ms_per_batch(exported),
+        "blur_network_step_ms": ms_per_batch(framework),
+        "blur_model_train_on_batch_ms": ms_per_batch(keras_model),
+        "repeats": repeats,
+    }
 
 
 def format_timing(timing: dict, settings: Settings) -> str:
-    return (f"ms per batch (batch {timing['batch_size']}, layers {list(settings.layer_sizes)}, "
-            f"median of {timing['repeats']} passes of {settings.time_batches} batches)\n"
-            f"SavedModel learn             {timing['exported_learn_ms']:.3f}\n"
-            f"BlurNetwork.step             {timing['blur_network_step_ms']:.3f}\n"
-            f"BlurModel.train_on_batch     {timing['blur_model_train_on_batch_ms']:.3f}")
+    return (
+        f"ms per batch (batch {timing['batch_size']}, layers {list(settings.layer_sizes)}, "
+        f"median of {timing['repeats']} passes of {settings.time_batches} batches)\n"
+        f"SavedModel learn             {timing['exported_learn_ms']:.3f}\n"
+        f"BlurNetwork.step             {timing['blur_network_step_ms']:.3f}\n"
+        f"BlurModel.train_on_batch     {timing['blur_model_train_on_batch_ms']:.3f}"
+    )
 
 
 def main(argv, fv: flags.FlagValues | None = None):

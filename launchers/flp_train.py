@@ -41,51 +41,97 @@ FLAGS = flags.FLAGS
 
 def define_flags(fv: flags.FlagValues = FLAGS) -> None:
     """Defines this launcher's flags on `fv` (the global FLAGS when run as a program)."""
-    define = lambda kind, name, default, text, *args: kind(name, default, *args, text,
-                                                           flag_values=fv)
+    define = lambda kind, name, default, text, *args: kind(
+        name, default, *args, text, flag_values=fv
+    )
     define(flags.DEFINE_enum, "learner", "flp", "Inner learner.", ["flp", "gradient"])
-    define(flags.DEFINE_integer, "plastic_layers", 2, "N: plastic (last) layers; 1 with flp = "
-           "feature reuse.")
-    define(flags.DEFINE_list, "layer_sizes", ["300"] * 5 + ["900"] + ["300"] * 2,
-           "Hidden layer sizes (the paper's 9 weight layers: 8 hidden).")
-    define(flags.DEFINE_enum, "order", "iid", "Presentation order of an episode.",
-           ["iid", "continual"])
+    define(
+        flags.DEFINE_integer,
+        "plastic_layers",
+        2,
+        "N: plastic (last) layers; 1 with flp = feature reuse.",
+    )
+    define(
+        flags.DEFINE_list,
+        "layer_sizes",
+        ["300"] * 5 + ["900"] + ["300"] * 2,
+        "Hidden layer sizes (the paper's 9 weight layers: 8 hidden).",
+    )
+    define(
+        flags.DEFINE_enum, "order", "iid", "Presentation order of an episode.", ["iid", "continual"]
+    )
     define(flags.DEFINE_integer, "num_functions", 10, "Sinusoids per episode.")
-    define(flags.DEFINE_integer, "steps_per_function", 40, "Batches per function (episode: "
-           "K·S steps).")
+    define(
+        flags.DEFINE_integer, "steps_per_function", 40, "Batches per function (episode: K·S steps)."
+    )
     define(flags.DEFINE_integer, "batch_size", 32, "Examples per inner step.")
     define(flags.DEFINE_integer, "pool_size", 400, "Fixed meta-training pool of functions.")
-    define(flags.DEFINE_integer, "query_points", 32, "Fresh query points per function after "
-           "an episode.")
+    define(
+        flags.DEFINE_integer,
+        "query_points",
+        32,
+        "Fresh query points per function after an episode.",
+    )
     define(flags.DEFINE_integer, "meta_steps", 20000, "Meta-steps (one Adam step each).")
     define(flags.DEFINE_integer, "meta_batch", 1, "Episodes per meta-step.")
     define(flags.DEFINE_float, "learning_rate", 1e-4, "Adam rate of W, c, B, b, β.")
-    define(flags.DEFINE_float, "plasticity_learning_rate", 1e-8, "Adam rate of the plasticity "
-           "α.")
-    define(flags.DEFINE_float, "clip_norm", 0.0, "Per-genome global-norm gradient clipping "
-           "(0: none).")
+    define(flags.DEFINE_float, "plasticity_learning_rate", 1e-8, "Adam rate of the plasticity α.")
+    define(
+        flags.DEFINE_float, "clip_norm", 0.0, "Per-genome global-norm gradient clipping (0: none)."
+    )
     define(flags.DEFINE_float, "inner_learning_rate", 0.003, "SGD rate of --learner=gradient.")
     define(flags.DEFINE_float, "feedback_strength", 0.5, "Initial β.")
-    define(flags.DEFINE_string, "init_params", "", "params.npz of another run to start from "
-           "(its W and c; the rest too if the learners match): the paper starts the gradient "
-           "learner from FLP's weights.")
+    define(
+        flags.DEFINE_string,
+        "init_params",
+        "",
+        "params.npz of another run to start from "
+        "(its W and c; the rest too if the learners match): the paper starts the gradient "
+        "learner from FLP's weights.",
+    )
     define(flags.DEFINE_integer, "eval_episodes", 50, "Fresh evaluation episodes.")
     define(flags.DEFINE_integer, "seed", 0, "Run seed (initial params, episodes).")
     define(flags.DEFINE_integer, "log_every", 100, "Log period in meta-steps.")
     define(flags.DEFINE_integer, "checkpoint_every", 200, "Checkpoint period in meta-steps.")
     define(flags.DEFINE_string, "out_dir", None, "Output folder (required).")
-    define(flags.DEFINE_string, "tfds_manual_dir", None, "Unused (set by the experiment "
-           "runner).")
+    define(flags.DEFINE_string, "tfds_manual_dir", None, "Unused (set by the experiment runner).")
     define(flags.DEFINE_string, "data_dir", None, "Unused (set by the experiment runner).")
 
 
-RESUMABLE = ("log_every", "checkpoint_every", "eval_episodes", "tfds_manual_dir", "data_dir",
-             "meta_steps")
-NAMES = ("learner", "plastic_layers", "layer_sizes", "order", "num_functions",
-         "steps_per_function", "batch_size", "pool_size", "query_points", "meta_steps",
-         "meta_batch", "learning_rate", "plasticity_learning_rate", "clip_norm",
-         "inner_learning_rate", "feedback_strength", "init_params", "eval_episodes", "seed",
-         "log_every", "checkpoint_every", "out_dir", "tfds_manual_dir", "data_dir")
+RESUMABLE = (
+    "log_every",
+    "checkpoint_every",
+    "eval_episodes",
+    "tfds_manual_dir",
+    "data_dir",
+    "meta_steps",
+)
+NAMES = (
+    "learner",
+    "plastic_layers",
+    "layer_sizes",
+    "order",
+    "num_functions",
+    "steps_per_function",
+    "batch_size",
+    "pool_size",
+    "query_points",
+    "meta_steps",
+    "meta_batch",
+    "learning_rate",
+    "plasticity_learning_rate",
+    "clip_norm",
+    "inner_learning_rate",
+    "feedback_strength",
+    "init_params",
+    "eval_episodes",
+    "seed",
+    "log_every",
+    "checkpoint_every",
+    "out_dir",
+    "tfds_manual_dir",
+    "data_dir",
+)
 
 
 def settings(fv) -> dict:
@@ -107,13 +153,21 @@ def settings(fv) -> dict:
 
 def build(values: dict):
     """(problem, initial params or None): the network and episodes of the flags."""
-    episodes = SineEpisodes(values["num_functions"], values["steps_per_function"],
-                            values["batch_size"], values["order"], values["pool_size"],
-                            query_points=values["query_points"])
-    network = FlpNetwork([episodes.input_size, *values["layer_sizes"], 1],
-                         values["plastic_layers"], values["learner"],
-                         inner_learning_rate=values["inner_learning_rate"],
-                         feedback_strength=values["feedback_strength"])
+    episodes = SineEpisodes(
+        values["num_functions"],
+        values["steps_per_function"],
+        values["batch_size"],
+        values["order"],
+        values["pool_size"],
+        query_points=values["query_points"],
+    )
+    network = FlpNetwork(
+        [episodes.input_size, *values["layer_sizes"], 1],
+        values["plastic_layers"],
+        values["learner"],
+        inner_learning_rate=values["inner_learning_rate"],
+        feedback_strength=values["feedback_strength"],
+    )
     problem = EpisodeProblem(network, episodes)
     initial = None
     if values["init_params"]:
@@ -124,8 +178,11 @@ def build(values: dict):
 
 def save_params(path: str, params) -> None:
     """params.npz: leaf `field/layer` arrays (atomic)."""
-    arrays = {f"{field}/{l}": np.asarray(v) for field, values in zip(type(params)._fields, params)
-              for l, v in enumerate(values)}
+    arrays = {
+        f"{field}/{l}": np.asarray(v)
+        for field, values in zip(type(params)._fields, params)
+        for l, v in enumerate(values)
+    }
     atomic_write(path, lambda f: np.savez(f, **arrays), binary=True)
 
 
@@ -152,35 +209,65 @@ def run(values: dict) -> dict:
     with run_dir.lock():
         run_dir.check_resume(values, {}, RESUMABLE)
         run_dir.record_flags(shlex.join(sys.argv), values)
-        rates = ({"plasticity": values["plasticity_learning_rate"]}
-                 if values["learner"] == "flp" else None)
+        rates = (
+            {"plasticity": values["plasticity_learning_rate"]}
+            if values["learner"] == "flp"
+            else None
+        )
         algorithm = GradientMetaTraining(
-            problem, meta_batch=values["meta_batch"], learning_rate=values["learning_rate"],
-            clip_norm=values["clip_norm"], seed=values["seed"], genome=initial,
-            field_learning_rates=rates)
-        loop = OuterLoop(algorithm, ConstantSchedule(problem.length), validate_every=0,
-                         checkpoint_every=values["checkpoint_every"],
-                         log_every=values["log_every"], checkpoint_dir=run_dir.file("ckpt"),
-                         summary_dir=run_dir.file("tb"))
+            problem,
+            meta_batch=values["meta_batch"],
+            learning_rate=values["learning_rate"],
+            clip_norm=values["clip_norm"],
+            seed=values["seed"],
+            genome=initial,
+            field_learning_rates=rates,
+        )
+        loop = OuterLoop(
+            algorithm,
+            ConstantSchedule(problem.length),
+            validate_every=0,
+            checkpoint_every=values["checkpoint_every"],
+            log_every=values["log_every"],
+            checkpoint_dir=run_dir.file("ckpt"),
+            summary_dir=run_dir.file("tb"),
+        )
         start = time.time()
         result = run_dir.train(loop, values["meta_steps"])
         params = algorithm.best_genome()
         save_params(run_dir.file("params.npz"), params)
-        metrics = evaluate_episodes(problem.network, params, problem.episodes,
-                                    values["eval_episodes"], seed=values["seed"] + 1)
-        summary = {"metrics": {k: v for k, v in metrics.items() if not isinstance(v, list)},
-                   "mse_by_function": metrics["mse_by_function"],
-                   "meta_steps": result.steps,
-                   "meta_steps_this_call": result.steps_run,
-                   "meta_steps_per_second": (result.steps_run / result.step_seconds
-                                             if result.step_seconds else None),
-                   "wall_seconds_this_call": time.time() - start,
-                   "final_meta_loss": float(algorithm.recent_losses.numpy()[0])}
+        metrics = evaluate_episodes(
+            problem.network,
+            params,
+            problem.episodes,
+            values["eval_episodes"],
+            seed=values["seed"] + 1,
+        )
+        summary = {
+            "metrics": {k: v for k, v in metrics.items() if not isinstance(v, list)},
+            "mse_by_function": metrics["mse_by_function"],
+            "meta_steps": result.steps,
+            "meta_steps_this_call": result.steps_run,
+            "meta_steps_per_second": (
+                result.steps_run / result.step_seconds if result.step_seconds else None
+            ),
+            "wall_seconds_this_call": time.time() - start,
+            "final_meta_loss": float(algorithm.recent_losses.numpy()[0]),
+        }
         run_dir.write_json("summary.json", summary)
-    logging.info("%s (%s, N=%d, %s): query MSE %.4f ± %.4f (no plasticity %.4f, predict 0 "
-                 "%.4f), interference %.4f", values["learner"], values["order"],
-                 values["plastic_layers"], values["out_dir"], metrics["mse"], metrics["mse_se"],
-                 metrics["mse_no_plasticity"], metrics["mse_zero"], metrics["interference"])
+    logging.info(
+        "%s (%s, N=%d, %s): query MSE %.4f ± %.4f (no plasticity %.4f, predict 0 "
+        "%.4f), interference %.4f",
+        values["learner"],
+        values["order"],
+        values["plastic_layers"],
+        values["out_dir"],
+        metrics["mse"],
+        metrics["mse_se"],
+        metrics["mse_no_plasticity"],
+        metrics["mse_zero"],
+        metrics["interference"],
+    )
     return summary
 
 

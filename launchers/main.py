@@ -28,8 +28,11 @@ from launchers import exit_with_error, flag_parser, parse_ints, training_flags
 CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "toy2d.cfg")
 DEFAULT_OUT_DIR = "runs/toy2d"
 FLAGS = flags.FLAGS
-flags.DEFINE_list("seeds", ["0", "1", "2"], "Meta-training seeds; each run goes to "
-                  "OUT_DIR/seedN (each run's --seed comes from this list).")
+flags.DEFINE_list(
+    "seeds",
+    ["0", "1", "2"],
+    "Meta-training seeds; each run goes to OUT_DIR/seedN (each run's --seed comes from this list).",
+)
 
 
 def learned_mean(summary: dict) -> float:
@@ -50,26 +53,38 @@ def main(argv):
     for seed in seeds:
         FLAGS.seed, FLAGS.out_dir = seed, os.path.join(base, f"seed{seed}")
         print(f"meta-training seed {seed} -> {FLAGS.out_dir}", flush=True)
-        summary = training_flags.run_or_exit("main", training.GRADIENT,
-                                             training_flags.GRADIENT_NAMES,
-                                             training_flags.GRADIENT_RESUMABLE, argv)
+        summary = training_flags.run_or_exit(
+            "main",
+            training.GRADIENT,
+            training_flags.GRADIENT_NAMES,
+            training_flags.GRADIENT_RESUMABLE,
+            argv,
+        )
         rate = summary["meta_steps_per_second"]
-        print(f"meta-steps: {summary['meta_steps']}, {rate or 0.0:.2f} meta-steps/s, skipped "
-              f"{summary['skipped_meta_steps']} meta-steps and "
-              f"{summary['skipped_genome_updates']} genome updates, peak RSS "
-              f"{summary['peak_rss_mb']:.0f} MiB\n", flush=True)
+        print(
+            f"meta-steps: {summary['meta_steps']}, {rate or 0.0:.2f} meta-steps/s, skipped "
+            f"{summary['skipped_meta_steps']} meta-steps and "
+            f"{summary['skipped_genome_updates']} genome updates, peak RSS "
+            f"{summary['peak_rss_mb']:.0f} MiB\n",
+            flush=True,
+        )
         means[seed] = learned_mean(summary)
     values = np.array(list(means.values()))
     per_seed = ", ".join(f"seed {s}: {m:.3f}" for s, m in means.items())
-    print(f"held-out mean of the learned genome over {len(means)} meta-training seed(s): "
-          f"{values.mean():.3f} (min {values.min():.3f}, max {values.max():.3f}; {per_seed})",
-          flush=True)
+    print(
+        f"held-out mean of the learned genome over {len(means)} meta-training seed(s): "
+        f"{values.mean():.3f} (min {values.min():.3f}, max {values.max():.3f}; {per_seed})",
+        flush=True,
+    )
 
 
 def cli():
     """Entry point of `blur-main` (pyproject.toml) and of `python -m`."""
-    app.run(main, argv=[sys.argv[0], f"--flagfile={CONFIG}", f"--out_dir={DEFAULT_OUT_DIR}",
-                        *sys.argv[1:]], flags_parser=flag_parser("main"))
+    app.run(
+        main,
+        argv=[sys.argv[0], f"--flagfile={CONFIG}", f"--out_dir={DEFAULT_OUT_DIR}", *sys.argv[1:]],
+        flags_parser=flag_parser("main"),
+    )
 
 
 if __name__ == "__main__":

@@ -19,9 +19,11 @@ from absl import app, flags
 from launchers import flag_parser
 
 _MANUAL_DIR = flags.DEFINE_string(
-    "tfds_manual_dir", None,
+    "tfds_manual_dir",
+    None,
     "Folder with <builder>/<original files>; default env BLUR_TFDS_MANUAL_DIR, else "
-    "<repo>/../shared/data.")
+    "<repo>/../shared/data.",
+)
 _STEPS = flags.DEFINE_integer("steps", 50, "Steps of the compiled sampling loop.")
 _BATCH = flags.DEFINE_integer("batch_size", 128, "Batch size.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed calls of the compiled loop (best kept).")
@@ -35,6 +37,7 @@ def _time_sampling(task, steps, batch_size, repeats):
         def body(i, total):
             x, y = task.sample_train(tf.random.experimental.stateless_fold_in(seed, i), batch_size)
             return i + 1, total + tf.reduce_sum(x) + tf.cast(tf.reduce_sum(y), tf.float32)
+
         return tf.while_loop(lambda i, _: i < num_steps, body, (tf.constant(0), tf.constant(0.0)))
 
     seed, num_steps = tf.constant([0, 1]), tf.constant(steps)
@@ -57,8 +60,11 @@ def main(argv):
 
     tfds.disable_progress_bar()
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    manual = (_MANUAL_DIR.value or os.environ.get("BLUR_TFDS_MANUAL_DIR")
-              or os.path.join(os.path.dirname(repo), "shared", "data"))
+    manual = (
+        _MANUAL_DIR.value
+        or os.environ.get("BLUR_TFDS_MANUAL_DIR")
+        or os.path.join(os.path.dirname(repo), "shared", "data")
+    )
     data_dir = tempfile.mkdtemp(prefix="blur_tasks_benchmark_")
     try:
         start = time.perf_counter()
@@ -67,13 +73,17 @@ def main(argv):
         start = time.perf_counter()
         tasks.get_task("mnist", tfds_manual_dir=manual, data_dir=data_dir)
         load = time.perf_counter() - start
-        print(f"(a) prepare MNIST from {manual} into a fresh data dir: {prepare:.1f} s; "
-              f"load into memory: {load:.1f} s")
+        print(
+            f"(a) prepare MNIST from {manual} into a fresh data dir: {prepare:.1f} s; "
+            f"load into memory: {load:.1f} s"
+        )
         for spec in ("mnist", "mnist:crop=20,size=10", "toy.xor"):
             task = tasks.get_task(spec, tfds_manual_dir=manual, data_dir=data_dir)
             first, per_batch = _time_sampling(task, _STEPS.value, _BATCH.value, _REPEATS.value)
-            print(f"(b) {spec:24s} batch {_BATCH.value}, {_STEPS.value}-step compiled while_loop: "
-                  f"{per_batch * 1e6:8.1f} us/batch (first call incl. tracing {first:.2f} s)")
+            print(
+                f"(b) {spec:24s} batch {_BATCH.value}, {_STEPS.value}-step compiled while_loop: "
+                f"{per_batch * 1e6:8.1f} us/batch (first call incl. tracing {first:.2f} s)"
+            )
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
 

@@ -17,8 +17,11 @@ from blur_tf import plotting
 from blur_tf.meta.run_history import read_scalars
 from launchers import exit_with_error, flag_parser
 
-flags.DEFINE_multi_string("runs", [], "Run folders (out_dir of meta_train / cma_train); "
-                          "'A+B' chains two stages into one curve.")
+flags.DEFINE_multi_string(
+    "runs",
+    [],
+    "Run folders (out_dir of meta_train / cma_train); 'A+B' chains two stages into one curve.",
+)
 flags.DEFINE_string("tag", "validation/score", "TensorBoard scalar to read.")
 flags.DEFINE_string("out_png", None, "Also draw the curves into this PNG.")
 FLAGS = flags.FLAGS
@@ -36,11 +39,9 @@ def chained_curve(spec: str, tag: str) -> list[tuple[int, float]]:
 
 def markdown_table(curves: dict[str, list[tuple[int, float]]]) -> str:
     steps = sorted({step for curve in curves.values() for step, _ in curve})
-    lines = ["| meta-step | " + " | ".join(curves) + " |",
-             "|---|" + "---|" * len(curves)]
+    lines = ["| meta-step | " + " | ".join(curves) + " |", "|---|" + "---|" * len(curves)]
     for step in steps:
-        cells = [next((f"{v:.4f}" for s, v in curve if s == step), "") for curve in
-                 curves.values()]
+        cells = [next((f"{v:.4f}" for s, v in curve if s == step), "") for curve in curves.values()]
         lines.append(f"| {step} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

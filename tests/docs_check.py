@@ -21,8 +21,11 @@ import launchers
 def launcher_names() -> list[str]:
     """Every launcher module (those with a `cli` entry point, the console command)."""
     folder = os.path.dirname(launchers.__file__)
-    return sorted(info.name for info in pkgutil.iter_modules([folder])
-                  if "\ndef cli():" in open(os.path.join(folder, info.name + ".py")).read())
+    return sorted(
+        info.name
+        for info in pkgutil.iter_modules([folder])
+        if "\ndef cli():" in open(os.path.join(folder, info.name + ".py")).read()
+    )
 
 
 def _forget(before: set[str]) -> None:
@@ -41,8 +44,10 @@ def launcher_flags(name: str) -> dict:
     module = importlib.import_module(f"launchers.{name}")
     if hasattr(module, "define_flags"):
         module.define_flags(flags.FLAGS)
-    result = {"flags": sorted(set(flags.FLAGS) - before),
-              "help": (module.__doc__ or "") + flags.FLAGS.module_help(module.__name__)}
+    result = {
+        "flags": sorted(set(flags.FLAGS) - before),
+        "help": (module.__doc__ or "") + flags.FLAGS.module_help(module.__name__),
+    }
     _forget(before)
     return result
 

@@ -11,15 +11,22 @@ EPS = 1e-3  # must match rule.NORM_EPSILON
 
 def _phi(name, h):
     base = name.replace("_with_derivative", "")
-    fn = {"identity": lambda v: v, "tanh": np.tanh, "relu": lambda v: np.maximum(v, 0),
-          "sigmoid": lambda v: 1 / (1 + np.exp(-v)),
-          "relu_tanh": lambda v: np.maximum(np.tanh(v), 0)}[base]
+    fn = {
+        "identity": lambda v: v,
+        "tanh": np.tanh,
+        "relu": lambda v: np.maximum(v, 0),
+        "sigmoid": lambda v: 1 / (1 + np.exp(-v)),
+        "relu_tanh": lambda v: np.maximum(np.tanh(v), 0),
+    }[base]
     if not name.endswith("_with_derivative"):
         return fn(h)
-    deriv = {"identity": np.ones_like, "tanh": lambda v: 1 - np.tanh(v) ** 2,
-             "relu": lambda v: (v > 0).astype(v.dtype),
-             "sigmoid": lambda v: fn(v) * (1 - fn(v)),
-             "relu_tanh": lambda v: (v > 0) * (1 - np.tanh(v) ** 2)}[base]
+    deriv = {
+        "identity": np.ones_like,
+        "tanh": lambda v: 1 - np.tanh(v) ** 2,
+        "relu": lambda v: (v > 0).astype(v.dtype),
+        "sigmoid": lambda v: fn(v) * (1 - fn(v)),
+        "relu_tanh": lambda v: (v > 0) * (1 - np.tanh(v) ** 2),
+    }[base]
     out = fn(h)
     out[..., 1] = deriv(h[..., 1])
     return out
@@ -41,7 +48,7 @@ def _plastic(g, rule, w, delta):
     keep, update = g["synapse_keep"][:, None, None, None], g["synapse_update"][:, None, None, None]
     new = keep * w + update * delta
     if rule.oja:
-        new -= np.abs(g["oja_multiplier"])[:, None, None, None] * w * (w ** 2).sum(1, keepdims=True)
+        new -= np.abs(g["oja_multiplier"])[:, None, None, None] * w * (w**2).sum(1, keepdims=True)
     if rule.saturation:
         alpha = np.abs(g["saturation"])[:, None, None, None] + 1e-6
         new = alpha * np.tanh(new / alpha)
@@ -58,8 +65,9 @@ def step(genome, rule, synapses, x, y):
     a = [np.concatenate([x[..., None], np.zeros(x.shape + (k - 1,))], -1)]
     gate = lambda name: g[name][:, None, None, None]
     for l, (w, _) in enumerate(syn):
-        h = gate("neuron_update") * np.einsum("pijc,pcd,pbid->pbjc", w, g["forward_transform"],
-                                              _bias(a[-1]))
+        h = gate("neuron_update") * np.einsum(
+            "pijc,pcd,pbid->pbjc", w, g["forward_transform"], _bias(a[-1])
+        )
         is_output = l == len(syn) - 1
         if rule.normalize_forward and (rule.normalize_output or not is_output):
             h = _norm(h, g["norm_gain"], g["norm_shift"])

@@ -55,8 +55,7 @@ def test_asymmetric_feedback_and_learned_genomes_are_not_gradients():
     jacobian = update_jacobian(network, Genome.backprop(LR), network.init_synapses(1, 0), x, y)
     assert asymmetry(jacobian) > 0.1
     network = BlurNetwork([2, 20, 2], Rule())  # the paper's rule: 2 channels, 204 weights
-    jacobian = update_jacobian(network, Genome.random(2, seed=1), network.init_synapses(1, 0),
-                               x, y)
+    jacobian = update_jacobian(network, Genome.random(2, seed=1), network.init_synapses(1, 0), x, y)
     assert jacobian.shape == (204, 204) and asymmetry(jacobian) > 0.1
 
 

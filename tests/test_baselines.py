@@ -14,11 +14,13 @@ LAYERS = [5, 7, 4, 3]
 
 def make_batch_fn(num_seeds, batch_size=8, n_in=LAYERS[0], n_out=LAYERS[-1]):
     """Deterministic in-graph batches: step t → (x [S, B, n_in], y [S, B])."""
+
     def batch(t):
         seed = tf.stack([tf.constant(17, tf.int32), tf.cast(t, tf.int32)])
         x = tf.random.stateless_normal([num_seeds, batch_size, n_in], seed)
         y = tf.random.stateless_uniform([num_seeds, batch_size], seed + 1, 0, n_out, tf.int32)
         return x, y
+
     return batch
 
 
@@ -43,15 +45,16 @@ def keras_reference(optimizer, activation, lr, params, batch_fn, steps):
     return [v.numpy() for v in variables]
 
 
-@pytest.mark.parametrize("optimizer,activation,lr", [
-    ("sgd", "tanh", 0.3), ("momentum", "relu", 0.05), ("adam", "tanh", 0.01)])
+@pytest.mark.parametrize(
+    "optimizer,activation,lr",
+    [("sgd", "tanh", 0.3), ("momentum", "relu", 0.05), ("adam", "tanh", 0.01)],
+)
 def test_vectorized_optimizer_matches_keras(optimizer, activation, lr):
     steps = 6
     batch_fn = make_batch_fn(1)
     # Three learning rates in one sweep: the one under test sits in the middle, so the check
     # also covers the independence of configs along the vectorized lr axis.
-    sweep = baselines.BaselineSweep(LAYERS, optimizer, activation, [lr / 10, lr, 3 * lr],
-                                    batch_fn)
+    sweep = baselines.BaselineSweep(LAYERS, optimizer, activation, [lr / 10, lr, 3 * lr], batch_fn)
     params, state = sweep.init([4])
     params, state = sweep.train(params, state, tf.constant(0), tf.constant(steps))
     start = baselines.initial_params(LAYERS, [4])
@@ -96,8 +99,9 @@ def test_sweep_curves_shapes_and_learning():
         xs, _ = batch_fn(t)
         return xs, tf.cast(xs[..., 0] > 0, tf.int32)
 
-    result = baselines.sweep_curves([4, 8, 2], "sgd", "tanh", [1e-4, 0.5], [0, 1], separable,
-                                    x, y, [30, 1])
+    result = baselines.sweep_curves(
+        [4, 8, 2], "sgd", "tanh", [1e-4, 0.5], [0, 1], separable, x, y, [30, 1]
+    )
     assert result.accuracy.shape == (2, 2, 2)
     assert np.all(result.accuracy[1, :, 1] > 0.9)  # lr 0.5 learns in 30 steps
     assert np.all(result.accuracy[1, :, 1] > result.accuracy[0, :, 1])

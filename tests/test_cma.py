@@ -22,22 +22,39 @@ HIDDEN = [8]
 
 
 def _problem(rule=None):
-    return InnerProblem([get_task("toy.and"), get_task("toy.xor")], HIDDEN, rule or Rule(),
-                        batch_size=16, eval_batch_size=32)
+    return InnerProblem(
+        [get_task("toy.and"), get_task("toy.xor")],
+        HIDDEN,
+        rule or Rule(),
+        batch_size=16,
+        eval_batch_size=32,
+    )
 
 
 def _trainer(tmp_path=None, population=4, validation=True, **kwargs):
     rule = Rule()
-    validator = (Validator([get_task("toy.nxor")], HIDDEN, rule, batch_size=16, networks=2,
-                           eval_examples=64) if validation else None)
+    validator = (
+        Validator([get_task("toy.nxor")], HIDDEN, rule, batch_size=16, networks=2, eval_examples=64)
+        if validation
+        else None
+    )
     dirs = {}
     if tmp_path is not None:
         dirs = dict(checkpoint_dir=str(tmp_path / "ckpt"), summary_dir=str(tmp_path / "tb"))
-    options = dict(sigma0=0.2, seed=1, networks=2, eval_batches=2, validator=validator,
-                   validate_every=2, checkpoint_every=0, log_every=0)
+    options = dict(
+        sigma0=0.2,
+        seed=1,
+        networks=2,
+        eval_batches=2,
+        validator=validator,
+        validate_every=2,
+        checkpoint_every=0,
+        log_every=0,
+    )
     options.update(kwargs)
-    return CmaTrainer(_problem(rule), parse_schedule("constant:4"), population=population,
-                      **dirs, **options)
+    return CmaTrainer(
+        _problem(rule), parse_schedule("constant:4"), population=population, **dirs, **options
+    )
 
 
 # ------------------------------------------------------------------------------ mapping
@@ -49,8 +66,7 @@ def test_genome_vector_round_trips_with_a_fixed_documented_layout():
     vectors = mapping.encode(genomes)
     assert vectors.shape == (4, mapping.size) and vectors.dtype == np.float64
     # The first entries are ν row-major, as the module docstring says.
-    np.testing.assert_array_equal(vectors[:, :9],
-                                  genomes.numpy().forward_transform.reshape(4, 9))
+    np.testing.assert_array_equal(vectors[:, :9], genomes.numpy().forward_transform.reshape(4, 9))
     decoded = mapping.decode(vectors)
     for name, a, b in zip(Genome._fields, decoded, genomes.numpy()):
         assert a.dtype == np.float32, name
@@ -126,24 +142,42 @@ def test_non_finite_candidate_gets_the_worst_fitness_and_is_counted():
 
 # ------------------------------------------------------------------------------ trainer
 # ------------------------------------------------------------------------------ launcher
-LAUNCHER_ARGS = ["--tasks=toy.and;toy.xor", "--validation_tasks=toy.nxor", "--layer_sizes=8",
-                 "--population=6", "--batch_size=16", "--eval_batch_size=32",
-                 "--eval_batches=2", "--unroll=constant:4", "--validate_every=25",
-                 "--checkpoint_every=10", "--log_every=50", "--validation_networks=2",
-                 "--validation_examples=64", "--print_table=false", "--seed=3"]
+LAUNCHER_ARGS = [
+    "--tasks=toy.and;toy.xor",
+    "--validation_tasks=toy.nxor",
+    "--layer_sizes=8",
+    "--population=6",
+    "--batch_size=16",
+    "--eval_batch_size=32",
+    "--eval_batches=2",
+    "--unroll=constant:4",
+    "--validate_every=25",
+    "--checkpoint_every=10",
+    "--log_every=50",
+    "--validation_networks=2",
+    "--validation_examples=64",
+    "--print_table=false",
+    "--seed=3",
+]
 
 
 def _launch(out_dir, *extra, wait=True):
     return launch("cma_train", out_dir, [*LAUNCHER_ARGS, *extra], wait)
 
 
-@pytest.mark.parametrize("flag, message", [
-    ("--population=1", "--population (CMA-ES λ) must be >= 2, got 1"),
-    ("--sigma0=0", "--sigma0 must be a finite number > 0, got 0.0"),
-    ("--fields=forward_transform,synapse_rate", "--fields: unknown genome field(s) synapse_rate"),
-    ("--learning_rate=0.1", "--learning_rate belong(s) to gradient meta-training"),
-    ("--init_genome=backprop:0", "--init_genome=backprop:LR needs a learning rate > 0"),
-])
+@pytest.mark.parametrize(
+    "flag, message",
+    [
+        ("--population=1", "--population (CMA-ES λ) must be >= 2, got 1"),
+        ("--sigma0=0", "--sigma0 must be a finite number > 0, got 0.0"),
+        (
+            "--fields=forward_transform,synapse_rate",
+            "--fields: unknown genome field(s) synapse_rate",
+        ),
+        ("--learning_rate=0.1", "--learning_rate belong(s) to gradient meta-training"),
+        ("--init_genome=backprop:0", "--init_genome=backprop:LR needs a learning rate > 0"),
+    ],
+)
 def test_bad_flags_exit_nonzero_with_one_line_before_any_work(tmp_path, flag, message):
     out_dir = tmp_path / "out"
     result = _launch(out_dir, "--generations=5", flag)
@@ -161,6 +195,7 @@ def test_flagfiles_of_the_card_parse_to_their_documented_settings(monkeypatch):
 
     from launchers import cma_train  # pylint: disable=g-import-not-at-top
     from tests.test_meta import REPO  # pylint: disable=g-import-not-at-top
+
     monkeypatch.chdir(REPO)  # the paper-rule flagfile names cma_mnist14.cfg relative to the repo
 
     def settings(name):

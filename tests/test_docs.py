@@ -15,8 +15,14 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PAGES = ["README.md", *[os.path.relpath(p, ROOT) for folder in ("docs", "genomes", "experiments")
-                        for p in sorted(glob.glob(os.path.join(ROOT, folder, "*.md")))]]
+PAGES = [
+    "README.md",
+    *[
+        os.path.relpath(p, ROOT)
+        for folder in ("docs", "genomes", "experiments")
+        for p in sorted(glob.glob(os.path.join(ROOT, folder, "*.md")))
+    ],
+]
 COMMAND = re.compile(r"(?:python -m launchers\.([a-z_]+)\b|\bblur-([a-z][a-z-]*))")
 ABSL_SPECIAL = {"flagfile", "undefok", "help", "helpfull", "helpshort", "helpxml"}
 
@@ -38,7 +44,7 @@ def documented_commands(text: str) -> list[tuple[str, list[str]]]:
             if not match or line.lstrip().startswith(("from ", "import ")):
                 continue
             name = match.group(1) or match.group(2).replace("-", "_")
-            rest = line[match.end():].replace("[", " ").replace("]", " ")
+            rest = line[match.end() :].replace("[", " ").replace("]", " ")
             try:
                 tokens = shlex.split(rest, comments=True)
             except ValueError:  # an unbalanced quote in prose: not a command
@@ -50,19 +56,27 @@ def documented_commands(text: str) -> list[tuple[str, list[str]]]:
 @pytest.fixture(scope="module")
 def launcher_flags():
     """{launcher: {"flags", "help"}} from tests/docs_check.py (its own process: absl FLAGS)."""
-    result = subprocess.run([sys.executable, "-m", "tests.docs_check"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "PYTHONPATH": ROOT})
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.docs_check"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": ROOT},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout)
 
 
 def test_the_command_parser_finds_commands_and_their_flags():
-    text = ("```sh\npython -m launchers.evaluate --genome=toy2d \\\n    --steps=1,5 "
-            "[--seeds=3]   # a comment --not_a_flag\n```\nand `blur-meta-train --help`.")
-    assert documented_commands(text) == [("evaluate", ["--genome=toy2d", "--steps=1,5",
-                                                       "--seeds=3"]),
-                                         ("meta_train", ["--help"])]
+    text = (
+        "```sh\npython -m launchers.evaluate --genome=toy2d \\\n    --steps=1,5 "
+        "[--seeds=3]   # a comment --not_a_flag\n```\nand `blur-meta-train --help`."
+    )
+    assert documented_commands(text) == [
+        ("evaluate", ["--genome=toy2d", "--steps=1,5", "--seeds=3"]),
+        ("meta_train", ["--help"]),
+    ]
 
 
 def test_every_launcher_has_a_console_command_and_a_help_text(launcher_flags):

@@ -23,30 +23,35 @@ SEED = tf.constant([3, 4], tf.int64)
 
 
 def _problem(num_states=3):
-    return InnerProblem([get_task("toy.and"), get_task("toy.xor")], [8],
-                        Rule(num_states=num_states), batch_size=16)
+    return InnerProblem(
+        [get_task("toy.and"), get_task("toy.xor")], [8], Rule(num_states=num_states), batch_size=16
+    )
 
 
 def _relative_error(expected, actual):
-    return max(float(np.max(np.abs(a - b)) / (np.max(np.abs(a)) + 1e-12))
-               for a, b in zip(expected, actual))
+    return max(
+        float(np.max(np.abs(a - b)) / (np.max(np.abs(a)) + 1e-12)) for a, b in zip(expected, actual)
+    )
 
 
 def _gradient(estimator, problem, length, genome=None):
     genome = genome or Genome.random(problem.rule.num_states, seed=1, population=2)
     synapses = problem.init_synapses(4, 0)
     losses, gradients, diagnostics = tf.function(estimator)(
-        genome.as_variables(), synapses, SEED, tf.constant(length))
+        genome.as_variables(), synapses, SEED, tf.constant(length)
+    )
     return losses.numpy(), [g.numpy() for g in gradients], diagnostics["accuracy"].numpy()
 
 
-@pytest.mark.parametrize("length,segment,jit", [(7, 3, False), (5, 2, True), (4, 6, False),
-                                                (1, 2, False)])
+@pytest.mark.parametrize(
+    "length,segment,jit", [(7, 3, False), (5, 2, True), (4, 6, False), (1, 2, False)]
+)
 def test_segmented_gradient_equals_the_full_tape(length, segment, jit):
     problem = _problem()
     full = _gradient(FullUnrollGradient(problem, 2), problem, length)
-    segmented = _gradient(SegmentedUnrollGradient(problem, 2, segment, jit_compile=jit),
-                          problem, length)
+    segmented = _gradient(
+        SegmentedUnrollGradient(problem, 2, segment, jit_compile=jit), problem, length
+    )
     np.testing.assert_allclose(segmented[0], full[0], rtol=1e-5)
     assert _relative_error(full[1], segmented[1]) <= 1e-4
     np.testing.assert_array_equal(segmented[2], full[2])
@@ -61,9 +66,15 @@ def test_two_level_checkpoints_give_the_one_level_gradient():
     the one-level scheme, which equals the full tape (test above)."""
     problem = _problem()
     one_level, two_level = (
-        _gradient(SegmentedUnrollGradient(problem, 2, 2, meta_loss="trajectory",
-                                          jit_compile=False, max_boundaries=b), problem, 17)
-        for b in (64, 2))
+        _gradient(
+            SegmentedUnrollGradient(
+                problem, 2, 2, meta_loss="trajectory", jit_compile=False, max_boundaries=b
+            ),
+            problem,
+            17,
+        )
+        for b in (64, 2)
+    )
     np.testing.assert_allclose(two_level[0], one_level[0], rtol=1e-6)
     assert _relative_error(one_level[1], two_level[1]) <= 1e-5
     np.testing.assert_array_equal(two_level[2], one_level[2])
@@ -77,10 +88,12 @@ def test_trajectory_loss_is_the_mean_of_full_unrolls_at_segment_ends():
     problem = _problem()
     lengths = (3, 6, 7)
     fulls = [_gradient(FullUnrollGradient(problem, 2), problem, t) for t in lengths]
-    trajectory = _gradient(SegmentedUnrollGradient(problem, 2, 3, meta_loss="trajectory",
-                                                   jit_compile=False), problem, 7)
-    np.testing.assert_allclose(trajectory[0], np.mean([f[0] for f in fulls], axis=0),
-                               rtol=1e-5)
+    trajectory = _gradient(
+        SegmentedUnrollGradient(problem, 2, 3, meta_loss="trajectory", jit_compile=False),
+        problem,
+        7,
+    )
+    np.testing.assert_allclose(trajectory[0], np.mean([f[0] for f in fulls], axis=0), rtol=1e-5)
     expected = [np.mean([f[1][i] for f in fulls], axis=0) for i in range(len(fulls[0][1]))]
     assert _relative_error(expected, trajectory[1]) <= 1e-4
     with pytest.raises(ValueError, match="meta_loss"):
@@ -90,24 +103,38 @@ def test_trajectory_loss_is_the_mean_of_full_unrolls_at_segment_ends():
 
 
 def _trainer(problem, estimator, schedule="constant:6", population=2, **kwargs):
-    return MetaTrainer(problem, parse_schedule(schedule), population=population, meta_batch=2,
-                       seed=2, learning_rate=1e-2, estimator=estimator, log_every=0,
-                       validate_every=0, checkpoint_every=0, **kwargs)
+    return MetaTrainer(
+        problem,
+        parse_schedule(schedule),
+        population=population,
+        meta_batch=2,
+        seed=2,
+        learning_rate=1e-2,
+        estimator=estimator,
+        log_every=0,
+        validate_every=0,
+        checkpoint_every=0,
+        **kwargs,
+    )
 
 
 def test_xla_segmented_training_matches_the_full_path_and_never_retraces():
     problem = _problem()
     genomes = []
-    for estimator in (FullUnrollGradient(problem, 2),
-                      SegmentedUnrollGradient(problem, 2, 2, jit_compile=True)):
+    for estimator in (
+        FullUnrollGradient(problem, 2),
+        SegmentedUnrollGradient(problem, 2, 2, jit_compile=True),
+    ):
         trainer = _trainer(problem, estimator, schedule="curriculum:3,2,2,9")
         lengths = [trainer.step().length for _ in range(6)]
         genomes.append(trainer.genome.numpy())
     assert lengths == [3, 3, 5, 5, 7, 7]
     assert trainer.trace_count == 1
     # Each compiled segment function (forward and gradient) traced once.
-    assert [f.experimental_get_tracing_count() for f in (estimator._forward, estimator._vjp)] \
-        == [1, 1]
+    assert [f.experimental_get_tracing_count() for f in (estimator._forward, estimator._vjp)] == [
+        1,
+        1,
+    ]
     # Adam divides by √v: in gradient components near zero, float rounding can move a step by
     # a fraction of the learning rate (1e-2), so the tolerance is a tenth of one step.
     for full, fast in zip(*genomes):
@@ -117,8 +144,9 @@ def test_xla_segmented_training_matches_the_full_path_and_never_retraces():
 # ------------------------------------------------------------------------------ truncated
 def test_truncated_networks_persist_reset_staggered_and_cover_every_age():
     problem = _problem(num_states=2)
-    estimator = TruncatedUnrollGradient(problem, population=2, meta_batch=2,
-                                        truncation_length=2, jit_compile=False)
+    estimator = TruncatedUnrollGradient(
+        problem, population=2, meta_batch=2, truncation_length=2, jit_compile=False
+    )
     trainer = _trainer(problem, estimator, schedule="constant:8")
     ages = []
     for _ in range(8):
@@ -140,17 +168,25 @@ def test_truncated_networks_persist_reset_staggered_and_cover_every_age():
 
 @pytest.mark.slow  # end to end: three launcher processes, one killed
 def test_truncated_estimator_resumes_bit_identically_after_sigkill(tmp_path):
-    args = ["--estimator=truncated", "--truncation_length=2", "--unroll=constant:6",
-            "--meta_steps=30", "--checkpoint_every=10", "--xla=false"]
+    args = [
+        "--estimator=truncated",
+        "--truncation_length=2",
+        "--unroll=constant:6",
+        "--meta_steps=30",
+        "--checkpoint_every=10",
+        "--xla=false",
+    ]
     straight = launch("meta_train", tmp_path / "straight", [*LAUNCHER_ARGS, *args])
     assert straight.returncode == 0, straight.stderr[-3000:]
     killed = tmp_path / "killed"
-    kill_after_checkpoint(launch("meta_train", killed, [*LAUNCHER_ARGS, *args], wait=False),
-                          killed / "ckpt", 10)
+    kill_after_checkpoint(
+        launch("meta_train", killed, [*LAUNCHER_ARGS, *args], wait=False), killed / "ckpt", 10
+    )
     resumed = launch("meta_train", killed, [*LAUNCHER_ARGS, *args])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from" in resumed.stderr
-    a, b = (json.load(open(d / "genome.json"))["coefficients"] for d in (tmp_path / "straight",
-                                                                         killed))
+    a, b = (
+        json.load(open(d / "genome.json"))["coefficients"] for d in (tmp_path / "straight", killed)
+    )
     for name in a:
         np.testing.assert_array_equal(np.asarray(b[name]), np.asarray(a[name]), err_msg=name)

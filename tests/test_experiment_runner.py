@@ -59,8 +59,11 @@ def test_runs_resumes_and_records_a_failing_arm(tmp_path):
 
     messages.clear()
     again = runner.run_experiment(spec, out, log=messages.append)
-    assert sorted(messages) == ["arm bp: reused (ok)", "arm diverges: reused (failed)",
-                                "arm good: reused (ok)"]  # no arm ran, no evaluation either
+    assert sorted(messages) == [
+        "arm bp: reused (ok)",
+        "arm diverges: reused (failed)",
+        "arm good: reused (ok)",
+    ]  # no arm ran, no evaluation either
     assert os.path.getsize(log_file) == size
     assert again["arms"]["good"]["metrics"] == arms["good"]["metrics"]
     with open(os.path.join(out, "results.json")) as f:
@@ -68,10 +71,15 @@ def test_runs_resumes_and_records_a_failing_arm(tmp_path):
 
 
 def test_arm_flags_replace_shared_ones(tmp_path):
-    spec = _spec(tmp_path, TINY.replace("[arm good]\nlauncher = meta_train",
-                                        "[arm good]\nlauncher = meta_train\nflags = "
-                                        "--tasks=toy.or --tasks=toy.xor --nonormalize_forward "
-                                        "--normalize_backward"))
+    spec = _spec(
+        tmp_path,
+        TINY.replace(
+            "[arm good]\nlauncher = meta_train",
+            "[arm good]\nlauncher = meta_train\nflags = "
+            "--tasks=toy.or --tasks=toy.xor --nonormalize_forward "
+            "--normalize_backward",
+        ),
+    )
     good = spec.arm("good").flags
     assert [t for t in good if t.startswith("--tasks")] == ["--tasks=toy.or", "--tasks=toy.xor"]
     assert spec_lib.flag_name("--nonormalize_forward") == "normalize_forward"
@@ -80,20 +88,30 @@ def test_arm_flags_replace_shared_ones(tmp_path):
     assert good[-2:] == ("--nonormalize_forward", "--normalize_backward")
 
 
-@pytest.mark.parametrize("text, message", [
-    ("[arm a]\ngenome = random:0\n", "needs an \\[experiment\\] section"),
-    ("[experiment]\n", "no \\[arm NAME\\] section"),
-    ("[experiment]\n[arm a]\nlauncher = meta_train\ngenome = random:0\n", "either launcher"),
-    ("[experiment]\n[arm a]\nlauncher = train\n", "launcher='train'"),
-    ("[experiment]\n[arm a]\nlauncher = meta_train\nflags = --out_dir=x\n",
-     "set by the experiment runner"),
-    ("[experiment]\n[arm a]\nlauncher = meta_train\nflags = --flagfile=nope.cfg\n",
-     "no such flagfile"),
-    ("[experiment]\n[arm a]\ngenome = random:0\n[evaluation e]\nkind = loss\n", "kind='loss'"),
-    ("[experiment]\n[arm a]\ngenome = random:0\n[evaluation e]\nkind = asymmetry\narms = b*\n",
-     "matches no arm"),
-    ("[experiment]\n[arms a]\ngenome = random:0\n", "sections are"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[arm a]\ngenome = random:0\n", "needs an \\[experiment\\] section"),
+        ("[experiment]\n", "no \\[arm NAME\\] section"),
+        ("[experiment]\n[arm a]\nlauncher = meta_train\ngenome = random:0\n", "either launcher"),
+        ("[experiment]\n[arm a]\nlauncher = train\n", "launcher='train'"),
+        (
+            "[experiment]\n[arm a]\nlauncher = meta_train\nflags = --out_dir=x\n",
+            "set by the experiment runner",
+        ),
+        (
+            "[experiment]\n[arm a]\nlauncher = meta_train\nflags = --flagfile=nope.cfg\n",
+            "no such flagfile",
+        ),
+        ("[experiment]\n[arm a]\ngenome = random:0\n[evaluation e]\nkind = loss\n", "kind='loss'"),
+        (
+            "[experiment]\n[arm a]\ngenome = random:0\n[evaluation e]\nkind = asymmetry\n"
+            "arms = b*\n",
+            "matches no arm",
+        ),
+        ("[experiment]\n[arms a]\ngenome = random:0\n", "sections are"),
+    ],
+)
 def test_bad_specs_are_refused_with_one_line(tmp_path, text, message):
     with pytest.raises(ValueError, match=message):
         _spec(tmp_path, text)
@@ -103,11 +121,11 @@ def test_launcher_refuses_bad_flags_before_any_work(tmp_path, capsys):
     fv = flags.FlagValues()
     experiment.define_flags(fv)
     (tmp_path / "spec.cfg").write_text(TINY + "[evaluation acc]\nkind = accuracy\n")
-    fv([
-        "experiment", f"--spec={tmp_path / 'spec.cfg'}", f"--out_dir={tmp_path / 'out'}"])
+    fv(["experiment", f"--spec={tmp_path / 'spec.cfg'}", f"--out_dir={tmp_path / 'out'}"])
     with pytest.raises(SystemExit) as exit_info:
         experiment.main(["experiment"], fv)
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip() == (
-        "experiment: error: [evaluation acc]: kind=accuracy needs ['layer_sizes', 'tasks']")
+        "experiment: error: [evaluation acc]: kind=accuracy needs ['layer_sizes', 'tasks']"
+    )
     assert not (tmp_path / "out" / "arms").exists()

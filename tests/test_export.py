@@ -93,17 +93,35 @@ def exported(tmp_path_factory):
     """Exports four folders, runs PLAIN_TF on them once; (outputs, data, objects for oracles)."""
     root = tmp_path_factory.mktemp("export")
     data = {"toy2d": _toy_batches(), "backprop": _backprop_batches()}
-    toy_path = launcher.run(_settings([f"--genome={TOY2D}", "--task=toy.xor",
-                                       f"--out_dir={root / 'toy2d'}"]), log=lambda m: None)
-    backprop_path = launcher.run(_settings([
-        "--genome=backprop", f"--backprop_lr={BACKPROP_LR}", "--layer_sizes=10",
-        "--input_size=6", "--num_classes=3", "--batch_size=32", "--seed=3",
-        f"--out_dir={root / 'backprop'}"]), log=lambda m: None)
+    toy_path = launcher.run(
+        _settings([f"--genome={TOY2D}", "--task=toy.xor", f"--out_dir={root / 'toy2d'}"]),
+        log=lambda m: None,
+    )
+    backprop_path = launcher.run(
+        _settings(
+            [
+                "--genome=backprop",
+                f"--backprop_lr={BACKPROP_LR}",
+                "--layer_sizes=10",
+                "--input_size=6",
+                "--num_classes=3",
+                "--batch_size=32",
+                "--seed=3",
+                f"--out_dir={root / 'backprop'}",
+            ]
+        ),
+        log=lambda m: None,
+    )
     genome, metadata = Genome.load_with_metadata(TOY2D)
     model = BlurModel([2, 16, 2], genome, Rule.from_dict(metadata["rule"]), seed=1)
     toy = data["toy2d"]
-    model.fit(toy["xs"][1:6].reshape(-1, 2), toy["ys"][1:6].reshape(-1), batch_size=64,
-              shuffle=False, verbose=0)
+    model.fit(
+        toy["xs"][1:6].reshape(-1, 2),
+        toy["ys"][1:6].reshape(-1),
+        batch_size=64,
+        shuffle=False,
+        verbose=0,
+    )
     model.export(root / "serving")
     export_learner(model, str(root / "from_model"))
     jobs = {
@@ -117,9 +135,13 @@ def exported(tmp_path_factory):
         np.savez(job["data"], **data["backprop" if name == "backprop" else "toy2d"])
     with open(root / "jobs.json", "w") as f:
         json.dump(jobs, f)
-    proc = subprocess.run([sys.executable, "-I", "-c", PLAIN_TF, str(root / "jobs.json"),
-                           str(root / "out.npz")], cwd=str(root), capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-I", "-c", PLAIN_TF, str(root / "jobs.json"), str(root / "out.npz")],
+        cwd=str(root),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return dict(np.load(root / "out.npz")), data, model
 
@@ -134,10 +156,12 @@ def test_toy2d_learner_in_plain_tensorflow_matches_blur_network(exported):
         logits = network.predict(genome, synapses, d["xs"][t])[0]
         np.testing.assert_allclose(out["toy2d/learn_logits"][t], logits, rtol=1e-5, atol=1e-5)
         assert out["toy2d/learn_accuracy"][t] == pytest.approx(
-            np.mean(np.argmax(logits, -1) == d["ys"][t]))
+            np.mean(np.argmax(logits, -1) == d["ys"][t])
+        )
         synapses = network.step(genome, synapses, d["xs"][t], d["ys"][t])
-    unrolled = network.unroll(genome, network.init_synapses(1, RESET_SEED),
-                              (d["xs"], d["ys"]), STEPS)
+    unrolled = network.unroll(
+        genome, network.init_synapses(1, RESET_SEED), (d["xs"], d["ys"]), STEPS
+    )
     final = network.predict(genome, unrolled, d["x_eval"])[0]
     np.testing.assert_allclose(out["toy2d/predict"], final, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(out["toy2d/serving_default"], out["toy2d/predict"])
@@ -146,8 +170,13 @@ def test_toy2d_learner_in_plain_tensorflow_matches_blur_network(exported):
     labels = (d["x_eval"][:, 0] * d["x_eval"][:, 1] > 0).astype(int)
     assert np.mean(np.argmax(out["toy2d/predict"], -1) == labels) > 0.85
     assert np.max(np.abs(out["toy2d/predict"] - out["toy2d/predict_before"])) > 0.1
-    assert sorted(out["toy2d/signatures"]) == ["learn", "metadata", "predict", "reset",
-                                               "serving_default"]
+    assert sorted(out["toy2d/signatures"]) == [
+        "learn",
+        "metadata",
+        "predict",
+        "reset",
+        "serving_default",
+    ]
 
 
 def test_toy2d_learner_carries_genome_rule_and_sizes(exported):
@@ -165,11 +194,13 @@ def test_backprop_learner_in_plain_tensorflow_is_keras_sgd(exported):
     out, data, _ = exported
     d = data["backprop"]
     network = BlurNetwork(BACKPROP_SIZES, Rule.backprop("tanh"))
-    weights = sgd_reference(BACKPROP_SIZES, network.init_synapses(1, RESET_SEED), d["xs"],
-                            d["ys"], BACKPROP_LR)
+    weights = sgd_reference(
+        BACKPROP_SIZES, network.init_synapses(1, RESET_SEED), d["xs"], d["ys"], BACKPROP_LR
+    )
     hidden = np.tanh(d["x_eval"] @ weights[0][0] + weights[0][1])
-    np.testing.assert_allclose(out["backprop/predict"], hidden @ weights[1][0] + weights[1][1],
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        out["backprop/predict"], hidden @ weights[1][0] + weights[1][1], rtol=1e-4, atol=1e-5
+    )
     for l, (kernel, bias) in enumerate(weights):
         w = out[f"backprop/forward_{l}"]
         np.testing.assert_allclose(w[:-1, :, 0], kernel, rtol=1e-4, atol=1e-5)
@@ -220,8 +251,9 @@ def test_refuses_non_empty_folder_then_overwrites_atomically(tmp_path, small):
     with pytest.raises(tf.errors.InvalidArgumentError, match="different batch sizes"):
         loaded.learn(x, np.zeros(7, np.int32))
     assert int(loaded.steps) == 0  # refused calls changed nothing
-    np.testing.assert_array_equal(loaded.forward_synapses[0],
-                                  BlurNetwork(sizes, Rule()).init_synapses(1, 0)[0][0][0])
+    np.testing.assert_array_equal(
+        loaded.forward_synapses[0], BlurNetwork(sizes, Rule()).init_synapses(1, 0)[0][0][0]
+    )
 
 
 def test_failed_export_leaves_nothing(tmp_path, small, monkeypatch):
@@ -241,16 +273,19 @@ def _nan_genome():
     return Genome(**fields)
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    (dict(rule=Rule(num_states=3)), "K=2 states but the rule has num_states=3"),
-    (dict(genome=_nan_genome()), "'synapse_keep' has non-finite values"),
-    (dict(genome=Genome.random(2, seed=0, population=2)), "population 1"),
-    (dict(batch_size=0), "batch_size must be a positive int"),
-    (dict(layer_sizes=None), "layer_sizes is required"),
-    (dict(layer_sizes=[3]), "layer_sizes must be >= 2"),
-    (dict(path="file.txt/learner"), "is not a writable folder"),
-    (dict(path="file.txt"), "exists and is not a folder"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(rule=Rule(num_states=3)), "K=2 states but the rule has num_states=3"),
+        (dict(genome=_nan_genome()), "'synapse_keep' has non-finite values"),
+        (dict(genome=Genome.random(2, seed=0, population=2)), "population 1"),
+        (dict(batch_size=0), "batch_size must be a positive int"),
+        (dict(layer_sizes=None), "layer_sizes is required"),
+        (dict(layer_sizes=[3]), "layer_sizes must be >= 2"),
+        (dict(path="file.txt/learner"), "is not a writable folder"),
+        (dict(path="file.txt"), "exists and is not a folder"),
+    ],
+)
 def test_refuses_bad_input_before_any_work(tmp_path, kwargs, message):
     (tmp_path / "file.txt").write_text("")
     genome = kwargs.pop("genome", Genome.random(2, seed=0))
@@ -279,37 +314,69 @@ def test_refuses_model_with_sizes_and_blur_model_export_refuses_non_empty(tmp_pa
 
 
 # ----------------------------------------------------------------------------- launcher
-@pytest.mark.parametrize("argv,message", [
-    (["--genome=backprop", "--input_size=2", "--num_classes=2"], "--out_dir is required"),
-    (["--input_size=2", "--num_classes=2", "--out_dir=OUT"], "--genome is required"),
-    (["--genome=backprop", "--layer_sizes=4", "--input_size=2", "--out_dir=OUT"],
-     "--task, or both --input_size and --num_classes"),
-    (["--genome=backprop", "--layer_sizes=4", "--task=toy.xor", "--input_size=2",
-      "--out_dir=OUT"], "either --task or --input_size"),
-    (["--genome=backprop", "--task=toy.xor", "--out_dir=OUT"], "--layer_sizes is required"),
-    ([f"--genome={TOY2D}", "--layer_sizes=4,x", "--task=toy.xor", "--out_dir=OUT"],
-     "comma-separated integers"),
-    ([f"--genome={TOY2D}", "--rule=num_states=3", "--task=toy.xor", "--out_dir=OUT"],
-     "num_states=3"),
-    (["--genome=/nonexistent/genome.json", "--task=toy.xor", "--out_dir=OUT"], "does not exist"),
-    ([f"--genome={TOY2D}", "--task=toy.xor", "--batch_size=0", "--out_dir=OUT"],
-     "--batch_size must be >= 1"),
-    ([f"--genome={TOY2D}", "--task=toy.xor", "--out_dir=FULL"], "exists and is not empty"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--genome=backprop", "--input_size=2", "--num_classes=2"], "--out_dir is required"),
+        (["--input_size=2", "--num_classes=2", "--out_dir=OUT"], "--genome is required"),
+        (
+            ["--genome=backprop", "--layer_sizes=4", "--input_size=2", "--out_dir=OUT"],
+            "--task, or both --input_size and --num_classes",
+        ),
+        (
+            [
+                "--genome=backprop",
+                "--layer_sizes=4",
+                "--task=toy.xor",
+                "--input_size=2",
+                "--out_dir=OUT",
+            ],
+            "either --task or --input_size",
+        ),
+        (["--genome=backprop", "--task=toy.xor", "--out_dir=OUT"], "--layer_sizes is required"),
+        (
+            [f"--genome={TOY2D}", "--layer_sizes=4,x", "--task=toy.xor", "--out_dir=OUT"],
+            "comma-separated integers",
+        ),
+        (
+            [f"--genome={TOY2D}", "--rule=num_states=3", "--task=toy.xor", "--out_dir=OUT"],
+            "num_states=3",
+        ),
+        (
+            ["--genome=/nonexistent/genome.json", "--task=toy.xor", "--out_dir=OUT"],
+            "does not exist",
+        ),
+        (
+            [f"--genome={TOY2D}", "--task=toy.xor", "--batch_size=0", "--out_dir=OUT"],
+            "--batch_size must be >= 1",
+        ),
+        ([f"--genome={TOY2D}", "--task=toy.xor", "--out_dir=FULL"], "exists and is not empty"),
+    ],
+)
 def test_launcher_rejects_bad_flags(tmp_path, argv, message):
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("")
-    argv = [a.replace("=OUT", f"={tmp_path / 'out'}").replace("=FULL", f"={tmp_path / 'full'}")
-            for a in argv]
+    argv = [
+        a.replace("=OUT", f"={tmp_path / 'out'}").replace("=FULL", f"={tmp_path / 'full'}")
+        for a in argv
+    ]
     with pytest.raises(ValueError, match=message):
         _settings(argv)
     assert not (tmp_path / "out").exists()
 
 
 def test_launcher_times_learn_against_the_framework(tmp_path, capsys):
-    settings = _settings(["--genome=backprop", "--layer_sizes=none", "--input_size=3",
-                          "--num_classes=2", "--batch_size=8", "--time_batches=2",
-                          f"--out_dir={tmp_path / 'out'}"])
+    settings = _settings(
+        [
+            "--genome=backprop",
+            "--layer_sizes=none",
+            "--input_size=3",
+            "--num_classes=2",
+            "--batch_size=8",
+            "--time_batches=2",
+            f"--out_dir={tmp_path / 'out'}",
+        ]
+    )
     launcher.run(settings, log=lambda m: None)
     printed = capsys.readouterr().out
     for row in ("SavedModel learn", "BlurNetwork.step", "BlurModel.train_on_batch"):

@@ -24,14 +24,19 @@ def _params(learner="flp", num_plastic=2, population=2, seed=0, regression=True)
     rng = np.random.default_rng(seed + 1)
     if learner == "flp":
         params = params._replace(
-            plasticity=tuple(rng.uniform(0, 0.05, a.shape).astype(np.float32)
-                             for a in params.plasticity),
-            feedback_biases=tuple(rng.normal(0, 0.3, b.shape).astype(np.float32)
-                                  for b in params.feedback_biases),
-            feedback_strength=tuple(rng.uniform(0.2, 0.8, b.shape).astype(np.float32)
-                                    for b in params.feedback_strength))
-    params = params._replace(biases=tuple(rng.normal(0, 0.3, c.shape).astype(np.float32)
-                                          for c in params.biases))
+            plasticity=tuple(
+                rng.uniform(0, 0.05, a.shape).astype(np.float32) for a in params.plasticity
+            ),
+            feedback_biases=tuple(
+                rng.normal(0, 0.3, b.shape).astype(np.float32) for b in params.feedback_biases
+            ),
+            feedback_strength=tuple(
+                rng.uniform(0.2, 0.8, b.shape).astype(np.float32) for b in params.feedback_strength
+            ),
+        )
+    params = params._replace(
+        biases=tuple(rng.normal(0, 0.3, c.shape).astype(np.float32) for c in params.biases)
+    )
     return network, params
 
 
@@ -69,8 +74,11 @@ def test_flp_step_matches_numpy(regression):
     network, params = _params(regression=regression)
     rng = np.random.default_rng(3)
     x = rng.normal(size=(2, 4, SIZES[0])).astype(np.float32)
-    y = (rng.normal(size=(2, 4)).astype(np.float32) if regression
-         else rng.integers(0, SIZES[-1], (2, 4)).astype(np.int32))
+    y = (
+        rng.normal(size=(2, 4)).astype(np.float32)
+        if regression
+        else rng.integers(0, SIZES[-1], (2, 4)).astype(np.int32)
+    )
     plastic = tuple(params.weights[-2:])
     got = network.step(params, plastic, tf.constant(x), tf.constant(y))
     want = _numpy_flp_step(params, plastic, x, y, regression)
@@ -96,22 +104,30 @@ def test_sgd_step_matches_gradient_tape_and_sgd():
                 h = h if l == 2 else tf.nn.relu(h)
             loss = tf.reduce_mean(tf.reduce_sum(tf.square(h - y[p][:, None]), -1))
         tf.keras.optimizers.SGD(0.003).apply_gradients(
-            zip(tape.gradient(loss, variables), variables))
+            zip(tape.gradient(loss, variables), variables)
+        )
         for g, v in zip(got, variables):
             np.testing.assert_allclose(g[p].numpy(), v.numpy(), rtol=1e-5, atol=1e-6)
     # first order: the new plastic weights do not depend on the front weights
     front = tf.constant(params.weights[0])
     with tf.GradientTape() as tape:
         tape.watch(front)
-        new = flp.sgd_step(params._replace(weights=(front, *params.weights[1:])), plastic,
-                           x, y, 0.003)
+        new = flp.sgd_step(
+            params._replace(weights=(front, *params.weights[1:])), plastic, x, y, 0.003
+        )
         total = tf.add_n([tf.reduce_sum(w) for w in new])
     assert tape.gradient(total, front) is None
 
 
 def _problem(learner="flp", num_plastic=2, order="iid"):
-    episodes = SineEpisodes(num_functions=3, steps_per_function=2, batch_size=4, order=order,
-                            pool_size=20, query_points=4)
+    episodes = SineEpisodes(
+        num_functions=3,
+        steps_per_function=2,
+        batch_size=4,
+        order=order,
+        pool_size=20,
+        query_points=4,
+    )
     network = flp.FlpNetwork([episodes.input_size, 8, 8, 1], num_plastic, learner)
     return EpisodeProblem(network, episodes)
 
@@ -119,8 +135,9 @@ def _problem(learner="flp", num_plastic=2, order="iid"):
 def _meta_gradient(problem, params):
     estimator = FullUnrollGradient(problem, meta_batch=2)
     params = tf.nest.map_structure(tf.constant, params)
-    losses, gradients, _ = estimator(params, (), tf.constant([1, 2], tf.int64),
-                                     tf.constant(problem.length))
+    losses, gradients, _ = estimator(
+        params, (), tf.constant([1, 2], tf.int64), tf.constant(problem.length)
+    )
     return losses, gradients
 
 
@@ -151,8 +168,14 @@ def test_meta_gradient_finite_and_nonzero_for_every_field():
 
 @pytest.mark.parametrize("order", ["iid", "continual"])
 def test_episode_construction(order):
-    episodes = SineEpisodes(num_functions=4, steps_per_function=3, batch_size=5, order=order,
-                            pool_size=6, query_points=7)
+    episodes = SineEpisodes(
+        num_functions=4,
+        steps_per_function=3,
+        batch_size=5,
+        order=order,
+        pool_size=6,
+        query_points=7,
+    )
     seed = tf.constant([3, 4], tf.int64)
     xs, ys, xq, yq = (t.numpy() for t in episodes.sample(seed, 2))
     assert xs.shape == (12, 2, 5, 5) and ys.shape == (12, 2, 5)
@@ -169,8 +192,8 @@ def test_episode_construction(order):
     a_pool, phi_pool = (t.numpy() for t in episodes.pool())
     for p in range(2):
         for k in range(4):
-            x = np.concatenate([xs[..., 0][:, p][ids[:, p] == k], xq[p, 7 * k:7 * k + 7, 0]])
-            y = np.concatenate([ys[:, p][ids[:, p] == k], yq[p, 7 * k:7 * k + 7]])
+            x = np.concatenate([xs[..., 0][:, p][ids[:, p] == k], xq[p, 7 * k : 7 * k + 7, 0]])
+            y = np.concatenate([ys[:, p][ids[:, p] == k], yq[p, 7 * k : 7 * k + 7]])
             fits = np.abs(a_pool[:, None] * np.sin(x[None] + phi_pool[:, None]) - y).max(1)
             assert fits.min() < 1e-4
     # evaluation draws fresh functions: none of the pool's fits
@@ -186,18 +209,33 @@ def test_per_field_learning_rates_and_meta_training_lowers_the_loss():
         GradientMetaTraining(problem, field_learning_rates={"alpha": 1e-4})
     with pytest.raises(ValueError, match="learning_rate"):
         PopulationAdam([tf.Variable(tf.zeros([1, 2]))], [1e-3, 1e-3])
-    algorithm = GradientMetaTraining(problem, meta_batch=4, learning_rate=3e-3, clip_norm=0,
-                                     field_learning_rates={"plasticity": 1e-5})
+    algorithm = GradientMetaTraining(
+        problem,
+        meta_batch=4,
+        learning_rate=3e-3,
+        clip_norm=0,
+        field_learning_rates={"plasticity": 1e-5},
+    )
     start = [tf.identity(v) for v in tf.nest.flatten(algorithm.genome)]
-    loop = OuterLoop(algorithm, ConstantSchedule(problem.length), log_every=0,
-                     validate_every=0, checkpoint_every=0)
+    loop = OuterLoop(
+        algorithm,
+        ConstantSchedule(problem.length),
+        log_every=0,
+        validate_every=0,
+        checkpoint_every=0,
+    )
     first = algorithm.step(0, problem.length).losses
     loop.step_count = 1
     loop.train(40, resume=False)
-    moved = [np.abs(v.numpy() - s.numpy()).max()
-             for v, s in zip(tf.nest.flatten(algorithm.genome), start)]
-    fields = [f for f, value in zip(flp.FlpParams._fields, algorithm.genome)
-              for _ in tf.nest.flatten(value)]
+    moved = [
+        np.abs(v.numpy() - s.numpy()).max()
+        for v, s in zip(tf.nest.flatten(algorithm.genome), start)
+    ]
+    fields = [
+        f
+        for f, value in zip(flp.FlpParams._fields, algorithm.genome)
+        for _ in tf.nest.flatten(value)
+    ]
     # Adam moves each value by at most about its rate per step: α by ~1e-5, W by ~3e-3
     for field, m in zip(fields, moved):
         limit = 40 * (1e-5 if field == "plasticity" else 3e-3) * 1.01
@@ -226,17 +264,20 @@ def test_flp_train_refuses_bad_flags(tmp_path):
     from absl import flags  # pylint: disable=g-import-not-at-top
 
     from launchers import flp_train  # pylint: disable=g-import-not-at-top
+
     fv = flags.FlagValues()
     flp_train.define_flags(fv)
-    for bad, message in (("--clip_norm=-1", "--clip_norm"), ("--meta_batch=0", "--meta_batch"),
-                         ("--plasticity_learning_rate=0", "--plasticity_learning_rate"),
-                         ("--layer_sizes=10,x", "layer_sizes")):
+    for bad, message in (
+        ("--clip_norm=-1", "--clip_norm"),
+        ("--meta_batch=0", "--meta_batch"),
+        ("--plasticity_learning_rate=0", "--plasticity_learning_rate"),
+        ("--layer_sizes=10,x", "layer_sizes"),
+    ):
         fv.unparse_flags()
         fv(["flp_train", f"--out_dir={tmp_path}", bad])
         with pytest.raises(ValueError, match=message):
             flp_train.settings(fv)
     fv.unparse_flags()
-    fv(["flp_train", f"--out_dir={tmp_path}", "--init_params=/nonexistent.npz",
-        "--layer_sizes=4"])
+    fv(["flp_train", f"--out_dir={tmp_path}", "--init_params=/nonexistent.npz", "--layer_sizes=4"])
     with pytest.raises(ValueError, match="--init_params"):
         flp_train.build(flp_train.settings(fv))

@@ -66,16 +66,19 @@ def _corrupt(d, **changes):
     return d
 
 
-@pytest.mark.parametrize("content, message", [
-    ("{not json", "not valid JSON"),
-    (json.dumps({"format": "other", "coefficients": {}}), "format is 'other'"),
-    (json.dumps([1, 2]), "coefficients"),
-    ("MISSING", "missing \\['saturation'\\]"),
-    ("SHAPE", "'norm_gain' has shape"),
-    ("NAN", "'synapse_keep' has non-finite"),
-    ("TEXT", "'neuron_keep' is not numeric"),
-    ("COUNT", "num_states says 3"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("{not json", "not valid JSON"),
+        (json.dumps({"format": "other", "coefficients": {}}), "format is 'other'"),
+        (json.dumps([1, 2]), "coefficients"),
+        ("MISSING", "missing \\['saturation'\\]"),
+        ("SHAPE", "'norm_gain' has shape"),
+        ("NAN", "'synapse_keep' has non-finite"),
+        ("TEXT", "'neuron_keep' is not numeric"),
+        ("COUNT", "num_states says 3"),
+    ],
+)
 def test_malformed_files_raise_value_error(tmp_path, content, message):
     good = Genome.random(2, seed=0).to_dict()
     if content == "MISSING":
@@ -99,13 +102,17 @@ def test_malformed_files_raise_value_error(tmp_path, content, message):
 def test_shipped_genomes_by_name_and_by_path():
     names = shipped_genome_names()
     assert {"toy2d", "mnist_fast", "cma_mnist14"} <= set(names)
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                        "genomes", "mnist_fast.json")
+    path = os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "genomes", "mnist_fast.json"
+    )
     assert os.path.samefile(os.path.join(shipped_genomes_dir(), "mnist_fast.json"), path)
     assert _equal(Genome.load_shipped("mnist_fast"), Genome.load(path))
     assert _equal(Genome.load("toy2d"), Genome.load(path.replace("mnist_fast", "toy2d")))
     with pytest.raises(ValueError, match=r"no shipped genome 'genomes/toy2d.json' \(shipped: "):
         Genome.load_shipped("genomes/toy2d.json")  # a path is not a name
-    with pytest.raises(ValueError, match=r"mnist_fst does not exist and is not a shipped genome "
-                                         r"\(shipped: cma_mnist14, .*mnist_fast, .*toy2d"):
+    with pytest.raises(
+        ValueError,
+        match=r"mnist_fst does not exist and is not a shipped genome "
+        r"\(shipped: cma_mnist14, .*mnist_fast, .*toy2d",
+    ):
         Genome.load("mnist_fst")

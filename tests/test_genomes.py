@@ -14,14 +14,15 @@ GENOMES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 CONFIGS = os.path.join(os.path.dirname(GENOMES), "launchers", "configs")
 
 
-@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(GENOMES, "*.json"))),
-                         ids=os.path.basename)
+@pytest.mark.parametrize(
+    "path", sorted(glob.glob(os.path.join(GENOMES, "*.json"))), ids=os.path.basename
+)
 def test_shipped_genome_loads_with_rule_and_card(path):
     genome, metadata = Genome.load_with_metadata(path)
     rule = Rule.from_dict(metadata["rule"])
     rule.check_genome(genome)
     assert genome.population == 1
-    assert os.path.isfile(path[:-len(".json")] + ".md"), "every genome ships with a card"
+    assert os.path.isfile(path[: -len(".json")] + ".md"), "every genome ships with a card"
 
 
 def _xor_accuracy(genome, rule, steps, seed):
@@ -45,12 +46,16 @@ def test_long_horizon_genome_keeps_learning_past_its_horizon():
     assert _xor_accuracy(short, Rule(), 200, 0) < min(accuracies) - 0.1
 
 
-@pytest.mark.parametrize("name, hidden, batch, minimum", [
-    ("mnist_fast", 32, 64, {"mnist": 0.7, "fashion_mnist": 0.5}),
-    ("mnist_scratch", 128, 128, {"mnist": 0.8, "fashion_mnist": 0.6}),
-])
-def test_mnist_genome_learns_mnist_and_fashion_mnist_in_ten_steps(image_data, name, hidden,
-                                                                   batch, minimum):
+@pytest.mark.parametrize(
+    "name, hidden, batch, minimum",
+    [
+        ("mnist_fast", 32, 64, {"mnist": 0.7, "fashion_mnist": 0.5}),
+        ("mnist_scratch", 128, 128, {"mnist": 0.8, "fashion_mnist": 0.6}),
+    ],
+)
+def test_mnist_genome_learns_mnist_and_fashion_mnist_in_ten_steps(
+    image_data, name, hidden, batch, minimum
+):
     """genomes/mnist_fast.json and mnist_scratch.json, regression guards after 10 inner steps:
     well above chance (0.1) on MNIST and on Fashion-MNIST, which they never saw in meta-training
     (cards, at 784-128-10 and batch 128, full test split: 0.877 / 0.703 and 0.851 / 0.722).
@@ -76,8 +81,11 @@ def test_mnist_scratch_was_meta_learned_from_random_genomes():
     assert metadata["flags"]["init_genome"].endswith("mnist_scratch_stage1/genome.json")
     with open(os.path.join(CONFIGS, "mnist_scratch.cfg")) as f:
         assert "--init_genome=\n" in f.read()
-    assert not any("test" in spec or "fashion" in spec
-                   for key in ("tasks", "validation_tasks") for spec in metadata["flags"][key])
+    assert not any(
+        "test" in spec or "fashion" in spec
+        for key in ("tasks", "validation_tasks")
+        for spec in metadata["flags"][key]
+    )
 
 
 SELECTION_FLAGS = ("--tasks=", "--validation_tasks=")  # not --test_tasks: report table only
@@ -91,15 +99,17 @@ def _selection_specs(path):
         for line in f:
             line = line.strip()
             if line.startswith("--flagfile="):
-                specs += _selection_specs(os.path.join(os.path.dirname(GENOMES),
-                                                       line.split("=", 1)[1]))
+                specs += _selection_specs(
+                    os.path.join(os.path.dirname(GENOMES), line.split("=", 1)[1])
+                )
             elif line.startswith(SELECTION_FLAGS):
                 specs += [s for s in line.split("=", 1)[1].split(";") if s.strip()]
     return specs
 
 
-@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(CONFIGS, "*.cfg"))),
-                         ids=os.path.basename)
+@pytest.mark.parametrize(
+    "path", sorted(glob.glob(os.path.join(CONFIGS, "*.cfg"))), ids=os.path.basename
+)
 def test_no_shipped_flagfile_trains_or_selects_on_a_test_split(path):
     """Issue 18: every image task of --tasks / --validation_tasks names a training split for
     both its inner steps and its held-out examples (eval_split defaults to 'test')."""
@@ -114,5 +124,6 @@ def test_no_shipped_flagfile_trains_or_selects_on_a_test_split(path):
         options = spec.option_dict
         for key, default in (("split", "train"), ("eval_split", "test")):
             value = options.get(key, default)
-            assert value.startswith("train"), f"{os.path.basename(path)}: {spec} uses " \
-                                              f"{key}={value!r}"
+            assert value.startswith("train"), (
+                f"{os.path.basename(path)}: {spec} uses {key}={value!r}"
+            )

@@ -7,13 +7,25 @@ from launchers import meta_benchmark
 
 
 def test_each_configuration_is_measured_in_its_own_fresh_process():
-    command = [sys.executable, "-m", "launchers.meta_benchmark", "--tasks=toy.and",
-               "--layer_sizes=4", "--num_states=2", "--population=2", "--meta_batch=1",
-               "--batch_size=8", "--lengths=2", "--estimators=full", "--seconds=0.01"]
+    command = [
+        sys.executable,
+        "-m",
+        "launchers.meta_benchmark",
+        "--tasks=toy.and",
+        "--layer_sizes=4",
+        "--num_states=2",
+        "--population=2",
+        "--meta_batch=1",
+        "--batch_size=8",
+        "--lengths=2",
+        "--estimators=full",
+        "--seconds=0.01",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
-    rows = [line.split("|")[1:-1] for line in result.stdout.splitlines()
-            if line.startswith("| full ")]
+    rows = [
+        line.split("|")[1:-1] for line in result.stdout.splitlines() if line.startswith("| full ")
+    ]
     assert [int(r[2]) for r in rows] == [2]
     for row in rows:
         cells = [c.strip() for c in row]

@@ -26,8 +26,9 @@ def test_fit_with_backprop_genome_equals_sgd():
     initial = BlurNetwork(SIZES, Rule.backprop()).init_synapses(1, seed=2)
     np.testing.assert_array_equal(model.blur_layers[0].forward_synapses, initial[0][0][0])
     expected = sgd_reference(SIZES, initial, xs, ys, lr)
-    model.fit(xs.reshape(-1, SIZES[0]), ys.reshape(-1), batch_size=32, epochs=1, shuffle=False,
-              verbose=0)
+    model.fit(
+        xs.reshape(-1, SIZES[0]), ys.reshape(-1), batch_size=32, epochs=1, shuffle=False, verbose=0
+    )
     for layer, (kernel, bias) in zip(model.blur_layers, expected):
         w = layer.forward_synapses.numpy()
         assert _max_rel(w[:-1, :, 0], kernel) < 1e-5 and _max_rel(w[-1, :, 0], bias) < 1e-5
@@ -73,9 +74,17 @@ def test_learns_xor_with_default_rule_and_shipped_genome(monkeypatch):
 def test_fit_works_with_keras_callbacks(tmp_path):
     x, y = xor_data(256, seed=0)
     model = BlurModel([2, 8, 2], Genome.random(2, seed=0), Rule(), seed=0)
-    history = model.fit(x, y, batch_size=64, epochs=2, verbose=1, callbacks=[
-        keras.callbacks.TensorBoard(str(tmp_path / "tb")),
-        keras.callbacks.ProgbarLogger()])
+    history = model.fit(
+        x,
+        y,
+        batch_size=64,
+        epochs=2,
+        verbose=1,
+        callbacks=[
+            keras.callbacks.TensorBoard(str(tmp_path / "tb")),
+            keras.callbacks.ProgbarLogger(),
+        ],
+    )
     assert len(history.history["accuracy"]) == 2
     assert glob.glob(str(tmp_path / "tb" / "train" / "events.out.tfevents.*"))
 
@@ -85,8 +94,9 @@ def test_call_predict_evaluate_return_logits_and_accuracy():
     model = BlurModel([2, 8, 2], Genome.random(2, seed=0), Rule(), seed=0)
     logits = model(x)
     assert logits.shape == (128, 2)
-    np.testing.assert_allclose(model.predict(x, batch_size=128, verbose=0), logits, rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        model.predict(x, batch_size=128, verbose=0), logits, rtol=1e-5, atol=1e-6
+    )
     accuracy = model.evaluate(x, y, batch_size=128, verbose=0)
     np.testing.assert_allclose(accuracy, np.mean(np.argmax(logits, -1) == y), rtol=1e-6)
 
@@ -100,19 +110,26 @@ def test_save_and_load_round_trip(tmp_path):
     model.save(path)
     loaded = keras.models.load_model(path)
     assert isinstance(loaded, BlurModel) and loaded.rule == rule
-    np.testing.assert_allclose(loaded.predict(x, batch_size=256, verbose=0),
-                               model.predict(x, batch_size=256, verbose=0), rtol=1e-6)
+    np.testing.assert_allclose(
+        loaded.predict(x, batch_size=256, verbose=0),
+        model.predict(x, batch_size=256, verbose=0),
+        rtol=1e-6,
+    )
     model.fit(x, y, batch_size=64, shuffle=False, verbose=0)
     loaded.fit(x, y, batch_size=64, shuffle=False, verbose=0)
-    np.testing.assert_allclose(loaded.blur_layers[0].forward_synapses,
-                               model.blur_layers[0].forward_synapses, rtol=1e-6)
+    np.testing.assert_allclose(
+        loaded.blur_layers[0].forward_synapses, model.blur_layers[0].forward_synapses, rtol=1e-6
+    )
 
 
-@pytest.mark.parametrize("bad, message", [
-    (lambda x, y: (x[:, :1], y), "input width"),
-    (lambda x, y: (x, y + 2), "labels out of range"),
-    (lambda x, y: (np.where(x > 0.9, np.inf, x), y), "non-finite"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (lambda x, y: (x[:, :1], y), "input width"),
+        (lambda x, y: (x, y + 2), "labels out of range"),
+        (lambda x, y: (np.where(x > 0.9, np.inf, x), y), "non-finite"),
+    ],
+)
 def test_fit_rejects_bad_input_before_any_change(bad, message):
     x, y = xor_data(64, seed=0)
     model = BlurModel([2, 8, 2], Genome.random(2, seed=0), Rule(), seed=0)

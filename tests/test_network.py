@@ -40,8 +40,9 @@ def sgd_reference(sizes, synapses, xs, ys, lr, activation="tanh"):
     optimizer = keras.optimizers.SGD(lr)
     for x, y in zip(xs, ys):
         with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(
-                y, mlp(x), from_logits=True))
+            loss = tf.reduce_mean(
+                keras.losses.sparse_categorical_crossentropy(y, mlp(x), from_logits=True)
+            )
         grads = tape.gradient(loss, mlp.trainable_variables)
         optimizer.apply_gradients(zip(grads, mlp.trainable_variables))
     return [layer.get_weights() for layer in mlp.layers]
@@ -65,17 +66,42 @@ def test_backprop_genome_equals_sgd_through_unroll(activation):
     assert _max_rel(learned[0][0], synapses[0][0]) > 1e-2
 
 
-@pytest.mark.parametrize("rule", [
-    Rule(num_states=3),
-    Rule(num_states=3, symmetric=True, multichannel=False, feedback="error"),
-    Rule(num_states=4, backward_mode="multiplicative", oja=True, saturation=True,
-         activation="relu_tanh", output_activation="identity"),
-    Rule(num_states=3, backward_mode="multiplicative_state1", normalize_forward=False,
-         activation="sigmoid_with_derivative", backward_activation="tanh", oja=True),
-    dataclasses.replace(Rule.backprop("relu"), normalize_forward=True, normalize_output=False,
-                        normalize_backward=True),
-], ids=["default-K3", "symmetric-single-error", "K4-mult-oja-sat", "K3-state1",
-        "backprop-hidden-normalized"])
+@pytest.mark.parametrize(
+    "rule",
+    [
+        Rule(num_states=3),
+        Rule(num_states=3, symmetric=True, multichannel=False, feedback="error"),
+        Rule(
+            num_states=4,
+            backward_mode="multiplicative",
+            oja=True,
+            saturation=True,
+            activation="relu_tanh",
+            output_activation="identity",
+        ),
+        Rule(
+            num_states=3,
+            backward_mode="multiplicative_state1",
+            normalize_forward=False,
+            activation="sigmoid_with_derivative",
+            backward_activation="tanh",
+            oja=True,
+        ),
+        dataclasses.replace(
+            Rule.backprop("relu"),
+            normalize_forward=True,
+            normalize_output=False,
+            normalize_backward=True,
+        ),
+    ],
+    ids=[
+        "default-K3",
+        "symmetric-single-error",
+        "K4-mult-oja-sat",
+        "K3-state1",
+        "backprop-hidden-normalized",
+    ],
+)
 def test_step_matches_numpy_oracle(rule):
     sizes = [7, 6, 5, 4]
     genome = Genome.random(rule.num_states, seed=3, population=2)
@@ -104,15 +130,23 @@ def test_population_members_are_independent():
     ys = np.stack([ys] * 3, axis=1)
     together = net.unroll(Genome.concat(genomes), synapses, (xs, ys), 4)
     for p, genome in enumerate(genomes):
-        alone = net.unroll(genome, [(w[p:p + 1], v[p:p + 1]) for w, v in synapses],
-                           (xs[:, p], ys[:, p]), 4)
+        alone = net.unroll(
+            genome, [(w[p : p + 1], v[p : p + 1]) for w, v in synapses], (xs[:, p], ys[:, p]), 4
+        )
         for (w, v), (w1, v1) in zip(together, alone):
-            np.testing.assert_allclose(w[p:p + 1], w1, rtol=1e-6, atol=1e-7)
-            np.testing.assert_allclose(v[p:p + 1], v1, rtol=1e-6, atol=1e-7)
+            np.testing.assert_allclose(w[p : p + 1], w1, rtol=1e-6, atol=1e-7)
+            np.testing.assert_allclose(v[p : p + 1], v1, rtol=1e-6, atol=1e-7)
 
 
-FULL = Rule(num_states=4, symmetric=False, multichannel=True, normalize_forward=True,
-            normalize_backward=True, oja=True, saturation=True)
+FULL = Rule(
+    num_states=4,
+    symmetric=False,
+    multichannel=True,
+    normalize_forward=True,
+    normalize_backward=True,
+    oja=True,
+    saturation=True,
+)
 
 
 def test_k4_all_options_finite_over_200_steps():
@@ -130,13 +164,24 @@ def test_k4_all_options_finite_over_200_steps():
     assert np.all(np.isfinite(net.predict(genome, final, xs[0])))
 
 
-@pytest.mark.parametrize("change", [
-    dict(symmetric=True), dict(multichannel=False), dict(normalize_forward=False),
-    dict(normalize_backward=False), dict(normalize_output=False), dict(oja=False),
-    dict(saturation=False),
-    dict(backward_mode="multiplicative"), dict(backward_mode="multiplicative_state1"),
-    dict(feedback="error"), dict(activation="relu_tanh"), dict(output_activation="identity"),
-    dict(backward_activation="identity")])
+@pytest.mark.parametrize(
+    "change",
+    [
+        dict(symmetric=True),
+        dict(multichannel=False),
+        dict(normalize_forward=False),
+        dict(normalize_backward=False),
+        dict(normalize_output=False),
+        dict(oja=False),
+        dict(saturation=False),
+        dict(backward_mode="multiplicative"),
+        dict(backward_mode="multiplicative_state1"),
+        dict(feedback="error"),
+        dict(activation="relu_tanh"),
+        dict(output_activation="identity"),
+        dict(backward_activation="identity"),
+    ],
+)
 def test_each_option_changes_the_result(change):
     sizes = [10, 12, 4]
     genome = Genome.random(4, seed=1)
@@ -171,15 +216,19 @@ def test_accuracy_curve_matches_predictions_along_the_unroll():
     xs, ys = _data(4, 16, [6, 8, 3])
     x_eval, y_eval = _data(1, 64, [6, 8, 3], seed=1)
     xs_t, ys_t = tf.constant(xs), tf.constant(ys)
-    curve, final = tf.function(lambda: net.accuracy_curve(
-        genome, synapses, lambda t: (xs_t[t], ys_t[t]), 4, x_eval[0], y_eval[0]))()
+    curve, final = tf.function(
+        lambda: net.accuracy_curve(
+            genome, synapses, lambda t: (xs_t[t], ys_t[t]), 4, x_eval[0], y_eval[0]
+        )
+    )()
     assert curve.shape == (2, 5)
     for t in (0, 2, 4):
         after = net.unroll(genome, synapses, (xs, ys), t)
         expected = np.mean(np.argmax(net.predict(genome, after, x_eval[0]), -1) == y_eval[0], -1)
         np.testing.assert_allclose(curve[:, t], expected, atol=1e-6)
-    np.testing.assert_allclose(final[0][0], net.unroll(genome, synapses, (xs, ys), 4)[0][0],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        final[0][0], net.unroll(genome, synapses, (xs, ys), 4)[0][0], rtol=1e-6
+    )
 
 
 def test_unroll_is_differentiable_in_the_genome():
@@ -213,12 +262,15 @@ def test_same_seed_same_synapses_and_results():
     np.testing.assert_array_equal(r1[0][0], r2[0][0])
 
 
-@pytest.mark.parametrize("bad, message", [
-    (lambda x, y: (x[:, :5], y), "input width"),
-    (lambda x, y: (x, y + 3), "labels out of range"),
-    (lambda x, y: (np.where(np.arange(6) == 2, np.nan, x).astype(np.float32), y), "non-finite"),
-    (lambda x, y: (x, y[:4]), "labels must have shape"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (lambda x, y: (x[:, :5], y), "input width"),
+        (lambda x, y: (x, y + 3), "labels out of range"),
+        (lambda x, y: (np.where(np.arange(6) == 2, np.nan, x).astype(np.float32), y), "non-finite"),
+        (lambda x, y: (x, y[:4]), "labels must have shape"),
+    ],
+)
 def test_bad_batches_raise_value_error(bad, message):
     net = BlurNetwork([6, 8, 3], Rule())
     xs, ys = _data(1, 8, [6, 8, 3])

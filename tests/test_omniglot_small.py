@@ -26,8 +26,9 @@ SIZE = 14  # every test reads the same pools (one decode per session)
 def manual():
     """The manual folder holding omniglot/<the two zips>; skips naming what is missing."""
     folder = pathlib.Path(os.environ.get("BLUR_TFDS_MANUAL_DIR") or REPO.parent / "shared" / "data")
-    missing = [str(folder / og.FOLDER / z) for z in og.ZIPS
-               if not (folder / og.FOLDER / z).is_file()]
+    missing = [
+        str(folder / og.FOLDER / z) for z in og.ZIPS if not (folder / og.FOLDER / z).is_file()
+    ]
     if missing:
         pytest.skip("Omniglot small zips missing (set BLUR_TFDS_MANUAL_DIR): " + ", ".join(missing))
     return str(folder)
@@ -44,8 +45,11 @@ def _write_zip(path, top, files):
 
 
 def _alphabet(name, characters, salt=b""):
-    return {f"{name}/character{c:02d}/{c:04d}_{d:02d}.png": f"{name}{c}{d}".encode() + salt
-            for c in range(1, characters + 1) for d in range(1, 21)}
+    return {
+        f"{name}/character{c:02d}/{c:04d}_{d:02d}.png": f"{name}{c}{d}".encode() + salt
+        for c in range(1, characters + 1)
+        for d in range(1, 21)
+    }
 
 
 # --------------------------------------------------------------------------- no files needed
@@ -71,13 +75,14 @@ def test_deduplication_keeps_identical_folders_once_and_refuses_different_ones(t
 def test_bad_specs_fail_before_reading_files(tmp_path):
     kwargs = dict(tfds_manual_dir=str(tmp_path))  # no zips here: options are checked first
     for spec, message in [
-            ("omniglot_small:split=valid", "split must be one of train, test"),
-            ("omniglot_small:size=106", "size=106 is larger than the 105x105"),
-            ("omniglot_small:shot=5", "shot need way=N"),
-            ("omniglot_small:way=5,shot=11", "shot=11 must be <= 10"),
-            ("omniglot_small:way=5,query=0", "query=0 must be >= 1"),
-            ("omniglot_small:way=5,episode=-1", "episode=-1 must be >= 0"),
-            ("omniglot_small:way=5,crop=20", "unknown option.*crop")]:
+        ("omniglot_small:split=valid", "split must be one of train, test"),
+        ("omniglot_small:size=106", "size=106 is larger than the 105x105"),
+        ("omniglot_small:shot=5", "shot need way=N"),
+        ("omniglot_small:way=5,shot=11", "shot=11 must be <= 10"),
+        ("omniglot_small:way=5,query=0", "query=0 must be >= 1"),
+        ("omniglot_small:way=5,episode=-1", "episode=-1 must be >= 0"),
+        ("omniglot_small:way=5,crop=20", "unknown option.*crop"),
+    ]:
         with pytest.raises(ValueError, match=message):
             tasks.get_source(spec, **kwargs)
     with pytest.raises(ValueError, match="missing .*images_background_small1.zip"):
@@ -87,8 +92,9 @@ def test_bad_specs_fail_before_reading_files(tmp_path):
 def test_omniglot_refusal_points_to_omniglot_small(tmp_path):
     (tmp_path / "manual" / "omniglot").mkdir(parents=True)
     with pytest.raises(ValueError, match="(?s)lacks images_background.zip.*omniglot_small"):
-        tasks.get_task("omniglot", tfds_manual_dir=str(tmp_path / "manual"),
-                       data_dir=str(tmp_path / "data"))
+        tasks.get_task(
+            "omniglot", tfds_manual_dir=str(tmp_path / "manual"), data_dir=str(tmp_path / "data")
+        )
 
 
 # --------------------------------------------------------------------------- the real zips
@@ -106,8 +112,9 @@ def test_counts_against_an_independent_walk_of_the_zips(manual):
                     digests.add(content[alphabet][rest])
         for alphabet, files in content.items():
             folders[alphabet].append(files)
-    identical = sorted(a for a, copies in folders.items()
-                       if len(copies) == 2 and copies[0] == copies[1])
+    identical = sorted(
+        a for a, copies in folders.items() if len(copies) == 2 and copies[0] == copies[1]
+    )
     characters = {(a, rest.split("/")[0]) for a, copies in folders.items() for rest in copies[0]}
     counts = og.describe(manual)
     assert counts["identical_in_both_zips"] == identical == ["Greek", "Latin"]
@@ -130,8 +137,11 @@ def test_split_by_alphabet_and_by_drawer_is_disjoint(manual):
         x, _ = task.pool("train")
         assert x.shape[1] == SIZE * SIZE and 0.0 <= float(tf.reduce_min(x))
         assert float(tf.reduce_mean(x)) < 0.3  # strokes are 1 on a background of 0
-    pools = {(t.split, s): set(_rows(t.pool(s)[0].numpy())) for t in (train, test)
-             for s in ("train", "eval")}
+    pools = {
+        (t.split, s): set(_rows(t.pool(s)[0].numpy()))
+        for t in (train, test)
+        for s in ("train", "eval")
+    }
     for a in pools:
         for b in pools:
             if a != b:
@@ -179,9 +189,10 @@ def test_episodes_classes_shots_and_permuted_labels(manual):
     assert not set(_rows(xe.numpy())) & set(_rows(pool_x))  # a query is never a support image
     whole = tasks.NWayEpisodes(source.task, 3).fixed_episode(0)  # no query: all query drawers
     xe, ye = whole.eval_set()
-    np.testing.assert_array_equal(eval_y[[r for c in whole.classes
-                                          for r in np.flatnonzero(eval_y == c)]],
-                                  np.repeat(whole.classes, 10))
+    np.testing.assert_array_equal(
+        eval_y[[r for c in whole.classes for r in np.flatnonzero(eval_y == c)]],
+        np.repeat(whole.classes, 10),
+    )
     np.testing.assert_array_equal(ye.numpy(), np.repeat(np.arange(3), 10))
     assert whole.support is None and xe.shape == (30, SIZE * SIZE)
     with pytest.raises(ValueError, match="episode=E"):
@@ -194,8 +205,10 @@ def test_backprop_genome_learns_held_out_episodes_above_chance(manual):
     """Backprop (a genome) on 10-way 10-shot episodes of the evaluation alphabets."""
     accuracies = []
     for episode in (0, 1):
-        task = tasks.get_task(f"omniglot_small:split=test,size={SIZE},way=10,episode={episode}",
-                              tfds_manual_dir=manual)
+        task = tasks.get_task(
+            f"omniglot_small:split=test,size={SIZE},way=10,episode={episode}",
+            tfds_manual_dir=manual,
+        )
         x, y = (t.numpy() for t in task.sample_train(tf.constant([episode, 0]), 60 * 32))
         model = BlurModel([SIZE * SIZE, 64, 10], Genome.backprop(0.5), Rule.backprop("tanh"))
         model.fit(x, y, batch_size=32, verbose=0)

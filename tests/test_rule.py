@@ -21,10 +21,16 @@ def test_default_rule_is_frozen_hashable_and_json_round_trips():
         assert Rule.from_json(r.to_json()) == r
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(num_states=1), "num_states"), (dict(activation="gelu"), "known activations"),
-    (dict(backward_mode="sideways"), "backward_mode"), (dict(feedback="reward"), "feedback"),
-    (dict(oja=1), "must be a bool")])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(num_states=1), "num_states"),
+        (dict(activation="gelu"), "known activations"),
+        (dict(backward_mode="sideways"), "backward_mode"),
+        (dict(feedback="reward"), "feedback"),
+        (dict(oja=1), "must be a bool"),
+    ],
+)
 def test_bad_options(kwargs, message):
     with pytest.raises(ValueError, match=message):
         Rule(**kwargs)
@@ -79,4 +85,4 @@ def test_saturation_and_oja_bound_synapses():
     plain = rule_lib.plasticity(g, Rule(), w, tf.zeros_like(w))
     with_oja = rule_lib.plasticity(g, Rule(oja=True), w, tf.zeros_like(w))
     np.testing.assert_allclose(plain, w)
-    np.testing.assert_allclose(with_oja, 2.0 - 0.01 * 2.0 * (4 * 2.0 ** 2), rtol=1e-5)
+    np.testing.assert_allclose(with_oja, 2.0 - 0.01 * 2.0 * (4 * 2.0**2), rtol=1e-5)

@@ -37,9 +37,14 @@ def test_read_scalars_sorted_last_write_wins_and_stages_chain(tmp_path):
 
 
 def test_launcher_one_line_error_for_a_folder_without_events(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "launchers.validation_report",
-                             f"--runs={tmp_path}"], capture_output=True, text=True,
-                            cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "launchers.validation_report", f"--runs={tmp_path}"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": ROOT},
+        timeout=300,
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("validation_report: error:")
     assert "no TensorBoard event file" in result.stderr

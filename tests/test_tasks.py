@@ -18,8 +18,12 @@ from blur_tf import tasks
 from blur_tf.tasks import images as images_lib
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-               "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+MNIST_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
 SEED = tf.constant([3, 7], tf.int32)
 
 
@@ -31,11 +35,17 @@ def _manual_dir() -> pathlib.Path:
 def image_data(tmp_path_factory):
     """Prepares mnist and fashion_mnist (once) into a temp data_dir; returns get_task kwargs."""
     manual = _manual_dir()
-    missing = [str(manual / d / f) for d in ("mnist", "fashion_mnist") for f in MNIST_FILES
-               if not (manual / d / f).is_file()]
+    missing = [
+        str(manual / d / f)
+        for d in ("mnist", "fashion_mnist")
+        for f in MNIST_FILES
+        if not (manual / d / f).is_file()
+    ]
     if missing:
-        pytest.skip("MNIST/Fashion-MNIST originals missing (set BLUR_TFDS_MANUAL_DIR): "
-                    + ", ".join(missing))
+        pytest.skip(
+            "MNIST/Fashion-MNIST originals missing (set BLUR_TFDS_MANUAL_DIR): "
+            + ", ".join(missing)
+        )
     kwargs = dict(tfds_manual_dir=str(manual), data_dir=str(tmp_path_factory.mktemp("tfds")))
     for name in ("mnist", "fashion_mnist"):
         tasks.get_task(name, **kwargs)
@@ -99,20 +109,47 @@ HAND_PICKED = {
     "toy.xor": [((0.5, 0.5), 1), ((-0.5, 0.5), 0), ((0.5, -0.5), 0), ((-0.5, -0.5), 1)],
     "toy.nxor": [((0.5, 0.5), 0), ((-0.5, 0.5), 1), ((0.5, -0.5), 1), ((-0.5, -0.5), 0)],
     "toy.qand": [((0.5, 0.5), 0), ((-0.5, 0.5), 1), ((0.5, -0.5), 0), ((-0.5, -0.5), 0)],
-    "toy.square": [((0.0, 0.0), 1), ((0.15, -0.15), 1), ((0.25, 0.0), 0), ((0.1, 0.3), 0),
-                   ((0.9, 0.9), 0)],
-    "toy.cross": [((0.0, 0.9), 1), ((0.9, 0.2), 1), ((-0.25, -0.8), 1), ((0.5, 0.5), 0),
-                  ((-0.9, 0.4), 0)],
-    "toy.triangle": [((0.0, 0.0), 1), ((0.0, 0.9), 1), ((0.9, -0.4), 1), ((0.0, -0.6), 0),
-                     ((0.8, 0.8), 0), ((-0.8, 0.8), 0)],
-    "toy.angular_slice": [((0.9, 0.0), 1), ((0.5, 0.45), 1), ((0.5, -0.45), 1),
-                          ((0.5, 0.6), 0), ((-0.5, 0.0), 0), ((0.0, -0.5), 0)],
+    "toy.square": [
+        ((0.0, 0.0), 1),
+        ((0.15, -0.15), 1),
+        ((0.25, 0.0), 0),
+        ((0.1, 0.3), 0),
+        ((0.9, 0.9), 0),
+    ],
+    "toy.cross": [
+        ((0.0, 0.9), 1),
+        ((0.9, 0.2), 1),
+        ((-0.25, -0.8), 1),
+        ((0.5, 0.5), 0),
+        ((-0.9, 0.4), 0),
+    ],
+    "toy.triangle": [
+        ((0.0, 0.0), 1),
+        ((0.0, 0.9), 1),
+        ((0.9, -0.4), 1),
+        ((0.0, -0.6), 0),
+        ((0.8, 0.8), 0),
+        ((-0.8, 0.8), 0),
+    ],
+    "toy.angular_slice": [
+        ((0.9, 0.0), 1),
+        ((0.5, 0.45), 1),
+        ((0.5, -0.45), 1),
+        ((0.5, 0.6), 0),
+        ((-0.5, 0.0), 0),
+        ((0.0, -0.5), 0),
+    ],
     # moons: sklearn coordinates (0, 1), (-1, 0) lie on moon 0 and (1, -0.5), (2, 0.5) on
     # moon 1; mapped by x0 <- (x0 + 1) 2/3 - 1, x1 <- (x1 + 0.5) 2/1.5 - 1.
-    "toy.moons": [((-1 / 3, 1.0), 0), ((-1.0, -1 / 3), 0), ((1 / 3, -1.0), 1),
-                  ((1.0, 1 / 3), 1)],
-    "toy.concentric_circles": [((0.0, 0.0), 0), ((0.25, 0.0), 0), ((0.0, 0.5), 1),
-                               ((-0.75, 0.0), 2), ((0.7, 0.7), 3), ((0.0, -1.2), 3)],
+    "toy.moons": [((-1 / 3, 1.0), 0), ((-1.0, -1 / 3), 0), ((1 / 3, -1.0), 1), ((1.0, 1 / 3), 1)],
+    "toy.concentric_circles": [
+        ((0.0, 0.0), 0),
+        ((0.25, 0.0), 0),
+        ((0.0, 0.5), 1),
+        ((-0.75, 0.0), 2),
+        ((0.7, 0.7), 3),
+        ((0.0, -1.2), 3),
+    ],
 }
 
 
@@ -178,8 +215,9 @@ def test_toy_reproducible_and_streams_disjoint():
     ex, ey = task.eval_set()
     assert ex.shape == (10000, 2) and ey.shape == (10000,)
     np.testing.assert_array_equal(task.eval_set(100)[0], ex[:100])
-    assert not set(_rows(ex)) & set(_rows(task.train_batches(SEED, 10, 100)[0].numpy()
-                                          .reshape(-1, 2)))
+    assert not set(_rows(ex)) & set(
+        _rows(task.train_batches(SEED, 10, 100)[0].numpy().reshape(-1, 2))
+    )
 
 
 def test_toy_sampling_inside_compiled_while_loop():
@@ -190,11 +228,20 @@ def test_toy_sampling_inside_compiled_while_loop():
         def body(i, total):
             x, y = task.sample_train(tf.random.experimental.stateless_fold_in(seed, i), 32)
             return i + 1, total + tf.reduce_sum(tf.cast(y, tf.float32))
+
         return tf.while_loop(lambda i, _: i < steps, body, (tf.constant(0), tf.constant(0.0)))[1]
 
-    expected = sum(float(tf.reduce_sum(tf.cast(task.sample_train(
-        tf.random.experimental.stateless_fold_in(SEED, i), 32)[1], tf.float32)))
-        for i in range(5))
+    expected = sum(
+        float(
+            tf.reduce_sum(
+                tf.cast(
+                    task.sample_train(tf.random.experimental.stateless_fold_in(SEED, i), 32)[1],
+                    tf.float32,
+                )
+            )
+        )
+        for i in range(5)
+    )
     assert float(run(SEED, tf.constant(5))) == expected
     assert run.experimental_get_tracing_count() == 1
     run(SEED, tf.constant(7))
@@ -223,8 +270,9 @@ def test_preprocess_crop_and_resize_pattern():
     assert out[1, 399] == 1.0 and out[1].sum() == 1.0
 
     constant = np.full((1, 28, 28), 128, np.uint8)
-    np.testing.assert_allclose(tasks.preprocess_images(constant, crop=20, size=10),
-                               np.full((1, 100), 128 / 255), rtol=1e-6)
+    np.testing.assert_allclose(
+        tasks.preprocess_images(constant, crop=20, size=10), np.full((1, 100), 128 / 255), rtol=1e-6
+    )
 
     # Left half of the crop bright: 2x antialiased bilinear spans 4 input pixels, so output
     # columns 0-3 stay exactly 1 and 6-9 exactly 0; the values never increase left to right.
@@ -234,15 +282,19 @@ def test_preprocess_crop_and_resize_pattern():
     np.testing.assert_allclose(out[:, :4], 1.0, atol=1e-6)
     np.testing.assert_allclose(out[:, 6:], 0.0, atol=1e-6)
     assert np.all(np.diff(out, axis=1) <= 1e-6) and 0 < out[0, 4] < 1
-    expected = tf.image.resize(tf.constant(half[:, 4:24, 4:24, None] / 255.0, tf.float32),
-                               [10, 10], antialias=True)
+    expected = tf.image.resize(
+        tf.constant(half[:, 4:24, 4:24, None] / 255.0, tf.float32), [10, 10], antialias=True
+    )
     np.testing.assert_allclose(out, expected[0, ..., 0], atol=1e-6)
 
 
 # --------------------------------------------------------------------------- image tasks
 def test_image_task_shapes_and_ranges(image_data):
-    for spec, size in [("mnist", 784), ("mnist:crop=20,size=10", 100),
-                       ("fashion_mnist:size=14", 196)]:
+    for spec, size in [
+        ("mnist", 784),
+        ("mnist:crop=20,size=10", 100),
+        ("fashion_mnist:size=14", 196),
+    ]:
         task = tasks.get_task(spec, **image_data)
         assert task.input_size == size and task.num_classes == 10
         assert task.num_train == 60000 and task.num_eval == 10000
@@ -259,8 +311,9 @@ def test_image_sizes_are_views_of_the_same_data(image_data):
     xs, ys = small.sample_train(SEED, 8)
     xf, yf = full.sample_train(SEED, 8)
     np.testing.assert_array_equal(ys, yf)  # same indices, same examples
-    expected = tasks.preprocess_images(np.round(xf.numpy() * 255).astype(np.uint8)
-                                       .reshape(8, 28, 28), crop=20, size=10)
+    expected = tasks.preprocess_images(
+        np.round(xf.numpy() * 255).astype(np.uint8).reshape(8, 28, 28), crop=20, size=10
+    )
     np.testing.assert_allclose(xs, expected, atol=1e-6)
 
 
@@ -273,8 +326,14 @@ def test_mnist_and_fashion_mnist_differ(image_data):
     # handing MNIST's files to Fashion-MNIST).
     assert 0.12 < float(tf.reduce_mean(xm)) < 0.14
     assert 0.27 < float(tf.reduce_mean(xf)) < 0.31
-    assert float(tf.reduce_mean(tf.abs(mnist.sample_train(SEED, 256)[0]
-                                       - fashion.sample_train(SEED, 256)[0]))) > 0.1
+    assert (
+        float(
+            tf.reduce_mean(
+                tf.abs(mnist.sample_train(SEED, 256)[0] - fashion.sample_train(SEED, 256)[0])
+            )
+        )
+        > 0.1
+    )
     downloads = pathlib.Path(image_data["data_dir"], "downloads")
     assert {"mnist", "fashion_mnist"} <= {p.name for p in downloads.iterdir()}
 
@@ -282,9 +341,11 @@ def test_mnist_and_fashion_mnist_differ(image_data):
 def test_class_subsets_and_remapping(image_data):
     full = tasks.get_task("mnist", **image_data)
     fx, fy = (t.numpy() for t in full.eval_set())
-    for spec, classes in [("mnist:classes=5-9", (5, 6, 7, 8, 9)),
-                          ("mnist:classes=7,1,3", (1, 3, 7)),
-                          ("mnist:size=28,classes=0-2,9", (0, 1, 2, 9))]:
+    for spec, classes in [
+        ("mnist:classes=5-9", (5, 6, 7, 8, 9)),
+        ("mnist:classes=7,1,3", (1, 3, 7)),
+        ("mnist:size=28,classes=0-2,9", (0, 1, 2, 9)),
+    ]:
         task = tasks.get_task(spec, **image_data)
         assert task.classes == classes and task.num_classes == len(classes)
         x, y = (t.numpy() for t in task.eval_set())
@@ -307,8 +368,9 @@ def test_train_eval_disjoint_and_reproducible(image_data):
     # The splits are the tfds train and test splits: (almost) no test image is in train.
     assert len(train_rows & eval_rows) < 0.01 * len(eval_rows)
     np.testing.assert_array_equal(task.sample_train(SEED, 64)[0], task.sample_train(SEED, 64)[0])
-    assert not np.array_equal(task.sample_train(SEED, 64)[0],
-                              task.sample_train(tf.constant([3, 8]), 64)[0])
+    assert not np.array_equal(
+        task.sample_train(SEED, 64)[0], task.sample_train(tf.constant([3, 8]), 64)[0]
+    )
     assert eval_x.shape == (10000, 100) and task.eval_set(50)[1].shape == (50,)
     with pytest.raises(ValueError, match="held-out"):
         tasks.get_task("mnist:split=test", **image_data)
@@ -318,8 +380,11 @@ def test_train_eval_disjoint_and_reproducible(image_data):
 
 def test_degenerate_image_tasks_are_refused(image_data):
     for spec in ("mnist:classes=5-5", "mnist:classes=3,3"):
-        with pytest.raises(ValueError, match=r"is one class; a classification task needs at "
-                                             "least two"):
+        with pytest.raises(
+            ValueError,
+            match=r"is one class; a classification task needs at "
+            "least two",
+        ):
             tasks.get_task(spec, **image_data)
     # a small split holds a few classes: not a few-class task in disguise
     _, labels = images_lib.load_raw_pool("mnist", "train[:3]", **image_data)
@@ -327,11 +392,14 @@ def test_degenerate_image_tasks_are_refused(image_data):
     lacking = sorted(set(range(10)) - set(held))
     with pytest.raises(ValueError) as info:
         tasks.get_task("mnist:split=train[:3]", **image_data)
-    assert (f"classes {lacking} have no examples in split 'train[:3]'; use a split that holds "
-            "every class of the task" in str(info.value)), str(info.value)
+    assert (
+        f"classes {lacking} have no examples in split 'train[:3]'; use a split that holds "
+        "every class of the task" in str(info.value)
+    ), str(info.value)
     if len(held) >= 2:  # naming the classes it holds is the way to such a task
-        chosen = tasks.get_task(f"mnist:split=train[:3],classes={','.join(map(str, held))}",
-                                **image_data)
+        chosen = tasks.get_task(
+            f"mnist:split=train[:3],classes={','.join(map(str, held))}", **image_data
+        )
         assert chosen.num_classes == len(held) and chosen.num_train == 3
 
 
@@ -356,8 +424,9 @@ def test_task_family_frequencies():
     assert family.num_classes == 5 and family.task_num_classes == (2, 2, 5)
     n = 4000
     seeds = tf.stack([tf.range(n), tf.fill([n], 11)], axis=1)
-    idx = tf.function(lambda s: tf.map_fn(family.sample_index, s,
-                                          fn_output_signature=tf.int32))(seeds)
+    idx = tf.function(lambda s: tf.map_fn(family.sample_index, s, fn_output_signature=tf.int32))(
+        seeds
+    )
     counts = np.bincount(idx.numpy(), minlength=3)
     expected = n * np.array(family.weights)
     chi2 = float(np.sum((counts - expected) ** 2 / expected))
@@ -406,8 +475,14 @@ class _FakeTask(tasks.Task):
 
 
 def test_mnist_family(image_data):
-    family = tasks.TaskFamily(["mnist:crop=20,size=10", "mnist:crop=20,size=10,classes=0-4",
-                               "mnist:crop=20,size=10,classes=5-9"], **image_data)
+    family = tasks.TaskFamily(
+        [
+            "mnist:crop=20,size=10",
+            "mnist:crop=20,size=10,classes=0-4",
+            "mnist:crop=20,size=10,classes=5-9",
+        ],
+        **image_data,
+    )
     assert family.input_size == 100 and family.num_classes == 10
     for index in range(3):
         x, y = family.episode(index).sample_train(SEED, 256)
@@ -456,8 +531,9 @@ def test_missing_dataset_fails_fast(tmp_path):
     manual, data = tmp_path / "manual", tmp_path / "data"
     manual.mkdir()
     start = time.monotonic()
-    with pytest.raises(ValueError, match="(?s)mnist.*train-images-idx3-ubyte.gz.*"
-                                         "BLUR_TFDS_MANUAL_DIR"):
+    with pytest.raises(
+        ValueError, match="(?s)mnist.*train-images-idx3-ubyte.gz.*BLUR_TFDS_MANUAL_DIR"
+    ):
         tasks.get_task("mnist", tfds_manual_dir=str(manual), data_dir=str(data))
     with pytest.raises(ValueError, match="(?s)kmnist.*(no manual folder|lacks)"):
         tasks.get_task("kmnist", tfds_manual_dir="", data_dir=str(data))
@@ -483,8 +559,16 @@ def test_omniglot_partial_files_clear_error(tmp_path):
 
 def test_registry_lists_everything():
     names = tasks.list_tasks()
-    for name in ("mnist", "fashion_mnist", "kmnist", "emnist/letters", "omniglot",
-                 "toy.xor", "toy.moons", "toy.random_xor"):
+    for name in (
+        "mnist",
+        "fashion_mnist",
+        "kmnist",
+        "emnist/letters",
+        "omniglot",
+        "toy.xor",
+        "toy.moons",
+        "toy.random_xor",
+    ):
         assert name in names
     assert len(tasks.TOY_TASKS) == 14
     assert math.isclose(sum(tasks.TaskFamily(["toy.xor", "toy.or"]).weights), 1.0)
@@ -492,8 +576,9 @@ def test_registry_lists_everything():
 
 def test_invert_option_gives_one_minus_x_and_rejects_other_values(image_data):
     plain = tasks.get_task("mnist:split=train[:100],eval_split=test[:50]", **image_data)
-    inverted = tasks.get_task("mnist:split=train[:100],eval_split=test[:50],invert=true",
-                              **image_data)
+    inverted = tasks.get_task(
+        "mnist:split=train[:100],eval_split=test[:50],invert=true", **image_data
+    )
     (x, y), (xi, yi) = plain.eval_set(), inverted.eval_set()
     np.testing.assert_allclose(xi.numpy(), 1.0 - x.numpy(), atol=1e-7)
     np.testing.assert_array_equal(yi, y)

@@ -12,15 +12,34 @@ import pytest
 from blur_tf.meta import StopRequest, outer_loop
 from tests import test_cma, test_meta
 
-GRADIENT_TAGS = {"meta/loss", "meta/train_accuracy/toy.and", "meta/train_accuracy/toy.xor",
-                 "meta/unroll_length", "meta/skipped_steps", "meta/steps_per_second",
-                 "validation/accuracy/toy.nxor", "validation/curve/toy.nxor",
-                 "genome/forward_transform", "genome/synapse_update",
-                 "genome_heatmap/forward_transform", "genome_heatmap/synapse_post", "flags"}
-CMA_TAGS = {"cma/fitness_best", "cma/fitness_mean", "cma/fitness_worst", "cma/sigma",
-            "cma/non_finite", "cma/unroll_length", "cma/generations_per_second",
-            "validation/accuracy/toy.nxor", "validation/curve/toy.nxor",
-            "genome/forward_transform", "genome_heatmap/synapse_post"}
+GRADIENT_TAGS = {
+    "meta/loss",
+    "meta/train_accuracy/toy.and",
+    "meta/train_accuracy/toy.xor",
+    "meta/unroll_length",
+    "meta/skipped_steps",
+    "meta/steps_per_second",
+    "validation/accuracy/toy.nxor",
+    "validation/curve/toy.nxor",
+    "genome/forward_transform",
+    "genome/synapse_update",
+    "genome_heatmap/forward_transform",
+    "genome_heatmap/synapse_post",
+    "flags",
+}
+CMA_TAGS = {
+    "cma/fitness_best",
+    "cma/fitness_mean",
+    "cma/fitness_worst",
+    "cma/sigma",
+    "cma/non_finite",
+    "cma/unroll_length",
+    "cma/generations_per_second",
+    "validation/accuracy/toy.nxor",
+    "validation/curve/toy.nxor",
+    "genome/forward_transform",
+    "genome_heatmap/synapse_post",
+}
 
 
 def _gradient(tmp_path=None, **kwargs):
@@ -41,8 +60,10 @@ def _cma_state(trainer):
 
 
 # name: (trainer factory, state that must match, TensorBoard tags, total of the in-process run)
-ALGORITHMS = {"gradient": (_gradient, _gradient_state, GRADIENT_TAGS, 4),
-              "cma": (_cma, _cma_state, CMA_TAGS, 6)}
+ALGORITHMS = {
+    "gradient": (_gradient, _gradient_state, GRADIENT_TAGS, 4),
+    "cma": (_cma, _cma_state, CMA_TAGS, 6),
+}
 
 
 @pytest.mark.parametrize("name", ALGORITHMS)
@@ -56,8 +77,11 @@ def test_stop_saves_a_checkpoint_and_a_resumed_run_equals_an_uninterrupted_one(n
     stop = StopRequest()
     stop.signum = signal.SIGTERM
     result = first.train(total, stop=stop)  # a requested stop saves a checkpoint and returns
-    counts = ((result.steps, result.steps_run) if name == "gradient" else
-              (result.generations, result.generations_run))
+    counts = (
+        (result.steps, result.steps_run)
+        if name == "gradient"
+        else (result.generations, result.generations_run)
+    )
     assert result.interrupted and counts == (total // 2, 0)
     resumed = make(tmp_path)
     assert resumed.restore() and resumed.step_count == total // 2
@@ -90,7 +114,8 @@ def test_only_the_chief_writes(name, tmp_path, monkeypatch):
     trainer.train(2)
     assert not (tmp_path / "tb").exists()
     assert not (tmp_path / "ckpt").exists() or not any(
-        p.name.startswith("ckpt-") for p in (tmp_path / "ckpt").iterdir())
+        p.name.startswith("ckpt-") for p in (tmp_path / "ckpt").iterdir()
+    )
 
 
 BAD_ARGUMENTS = [
@@ -128,8 +153,12 @@ def _gradient_checks(straight, resumed):
 def _cma_checks(straight, resumed):
     a, b = _json(straight / "genome.json"), _json(resumed / "genome.json")
     assert a["metadata"]["generations"] == b["metadata"]["generations"] == 150
-    assert a["metadata"]["vector_layout"][0] == {"field": "forward_transform", "start": 0,
-                                                 "stop": 4, "shape": [2, 2]}
+    assert a["metadata"]["vector_layout"][0] == {
+        "field": "forward_transform",
+        "start": 0,
+        "stop": 4,
+        "shape": [2, 2],
+    }
     summary, resumed_summary = _json(straight / "summary.json"), _json(resumed / "summary.json")
     assert summary["curve"] == resumed_summary["curve"] and len(summary["curve"]) == 150
     assert summary["non_finite_candidates"] == 0 and summary["dimensions"] == 24
@@ -138,10 +167,22 @@ def _cma_checks(straight, resumed):
 
 # name: (launcher, its flags, total, a changed training flag, tolerance, specific checks)
 LAUNCHERS = {
-    "gradient": ("meta_train", test_meta.LAUNCHER_ARGS, "--meta_steps=120",
-                 "--learning_rate=0.5", 1e-6, _gradient_checks),
-    "cma": ("cma_train", test_cma.LAUNCHER_ARGS, "--generations=150", "--sigma0=0.5", 0.0,
-            _cma_checks),
+    "gradient": (
+        "meta_train",
+        test_meta.LAUNCHER_ARGS,
+        "--meta_steps=120",
+        "--learning_rate=0.5",
+        1e-6,
+        _gradient_checks,
+    ),
+    "cma": (
+        "cma_train",
+        test_cma.LAUNCHER_ARGS,
+        "--generations=150",
+        "--sigma0=0.5",
+        0.0,
+        _cma_checks,
+    ),
 }
 
 
@@ -149,8 +190,9 @@ LAUNCHERS = {
 @pytest.mark.parametrize("name", LAUNCHERS)
 def test_sigkill_and_resume_gives_the_uninterrupted_genome(name, tmp_path):
     module, args, total, changed_flag, tolerance, checks = LAUNCHERS[name]
-    launch = lambda out_dir, *extra, wait=True: test_meta.launch(module, out_dir,
-                                                                 [*args, total, *extra], wait)
+    launch = lambda out_dir, *extra, wait=True: test_meta.launch(
+        module, out_dir, [*args, total, *extra], wait
+    )
     straight_dir, killed_dir = tmp_path / "straight", tmp_path / "killed"
     straight = launch(straight_dir)
     assert straight.returncode == 0, straight.stderr[-3000:]
@@ -162,8 +204,9 @@ def test_sigkill_and_resume_gives_the_uninterrupted_genome(name, tmp_path):
     assert "resumed from" in resumed.stderr
     a, b = _json(straight_dir / "genome.json"), _json(killed_dir / "genome.json")
     for field, values in a["coefficients"].items():
-        np.testing.assert_allclose(b["coefficients"][field], values, rtol=tolerance,
-                                   atol=tolerance, err_msg=field)
+        np.testing.assert_allclose(
+            b["coefficients"][field], values, rtol=tolerance, atol=tolerance, err_msg=field
+        )
     checks(straight_dir, killed_dir)
     # Rerunning with different training flags is refused, before any work.
     changed = launch(killed_dir, changed_flag)

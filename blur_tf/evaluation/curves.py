@@ -36,10 +36,14 @@ def seeded_batches(task, seeds: Sequence[int], batch_size: int) -> baselines.Bat
 
     def batch(t):
         t = tf.cast(t, tf.int64)
-        pairs = [task.sample_train(tf.stack([tf.constant(s, tf.int64), t]), int(batch_size))
-                 for s in seeds]
-        return (tf.stack([tf.cast(x, tf.float32) for x, _ in pairs]),
-                tf.stack([tf.cast(y, tf.int32) for _, y in pairs]))
+        pairs = [
+            task.sample_train(tf.stack([tf.constant(s, tf.int64), t]), int(batch_size))
+            for s in seeds
+        ]
+        return (
+            tf.stack([tf.cast(x, tf.float32) for x, _ in pairs]),
+            tf.stack([tf.cast(y, tf.int32) for _, y in pairs]),
+        )
 
     return batch
 
@@ -56,9 +60,17 @@ def _tile_population(t, times: int):
     return t if times == 1 else tf.tile(t, [times] + [1] * (t.shape.rank - 1))
 
 
-def genome_curves(layer_sizes: Sequence[int], genome: Genome, rule: Rule,
-                  seeds: Sequence[int], batch_fn: baselines.BatchFn, eval_x, eval_y,
-                  horizons: Sequence[int], eval_chunk: int | None = None) -> GenomeCurves:
+def genome_curves(
+    layer_sizes: Sequence[int],
+    genome: Genome,
+    rule: Rule,
+    seeds: Sequence[int],
+    batch_fn: baselines.BatchFn,
+    eval_x,
+    eval_y,
+    horizons: Sequence[int],
+    eval_chunk: int | None = None,
+) -> GenomeCurves:
     """Trains fresh BLUR networks with every genome member from every seed; accuracy per horizon.
 
     Population member g·S + s runs genome member g from `init_synapses(1, seeds[s])` on seed
@@ -77,7 +89,8 @@ def genome_curves(layer_sizes: Sequence[int], genome: Genome, rule: Rule,
     per_seed = [network.init_synapses(1, seed) for seed in seeds]
     synapses = tuple(
         tuple(_tile_population(tf.concat([p[l][i] for p in per_seed], 0), g) for i in range(2))
-        for l in range(network.num_layers))
+        for l in range(network.num_layers)
+    )
 
     def batch(t):
         x, y = batch_fn(t)
@@ -112,18 +125,36 @@ def count_blur_correct(network: BlurNetwork, genome: Genome, forwards, x, y):
     return baselines.count_correct(logits, y)
 
 
-def baseline_curves(layer_sizes: Sequence[int], optimizer: str, activations: Sequence[str],
-                    learning_rates: Sequence[float], seeds: Sequence[int],
-                    batch_fn: baselines.BatchFn, eval_x, eval_y, horizons: Sequence[int],
-                    init_rule: Rule | None = None) -> tuple[np.ndarray, tuple]:
+def baseline_curves(
+    layer_sizes: Sequence[int],
+    optimizer: str,
+    activations: Sequence[str],
+    learning_rates: Sequence[float],
+    seeds: Sequence[int],
+    batch_fn: baselines.BatchFn,
+    eval_x,
+    eval_y,
+    horizons: Sequence[int],
+    init_rule: Rule | None = None,
+) -> tuple[np.ndarray, tuple]:
     """One optimizer swept over activations × learning rates: (accuracy [A·L, S, H], configs).
 
     Config index a·L + l is (activations[a], learning_rates[l]).
     """
     accuracy, configs = [], []
     for activation in activations:
-        result = baselines.sweep_curves(layer_sizes, optimizer, activation, learning_rates,
-                                        seeds, batch_fn, eval_x, eval_y, horizons, init_rule)
+        result = baselines.sweep_curves(
+            layer_sizes,
+            optimizer,
+            activation,
+            learning_rates,
+            seeds,
+            batch_fn,
+            eval_x,
+            eval_y,
+            horizons,
+            init_rule,
+        )
         accuracy.append(result.accuracy)
         configs += [{"activation": activation, "learning_rate": lr} for lr in learning_rates]
     return np.concatenate(accuracy, axis=0), tuple(configs)

@@ -53,14 +53,20 @@ def result_rows(runs: Sequence[dict]) -> list[ResultRow]:
         for method, entry in run["methods"].items():
             for row in entry["per_horizon"]:
                 config = row["config"]
-                rows.append(ResultRow(
-                    task=run["task"], layer_sizes=architecture_name(run["layer_sizes"]),
-                    method=method, horizon=row["horizon"],
-                    mean_accuracy=round(row["mean"], 6), std_accuracy=round(row["std"], 6),
-                    learning_rate=config.get("learning_rate", ""),
-                    activation=config.get("activation", ""),
-                    member=config.get("member", ""),
-                    lr_at_grid_edge="" if row["at_edge"] is None else row["at_edge"]))
+                rows.append(
+                    ResultRow(
+                        task=run["task"],
+                        layer_sizes=architecture_name(run["layer_sizes"]),
+                        method=method,
+                        horizon=row["horizon"],
+                        mean_accuracy=round(row["mean"], 6),
+                        std_accuracy=round(row["std"], 6),
+                        learning_rate=config.get("learning_rate", ""),
+                        activation=config.get("activation", ""),
+                        member=config.get("member", ""),
+                        lr_at_grid_edge="" if row["at_edge"] is None else row["at_edge"],
+                    )
+                )
     return rows
 
 
@@ -82,8 +88,10 @@ def format_table(run: dict) -> str:
                     detail += "!"
             cells.append(f"{row['mean']:.4f}±{row['std']:.4f}{detail}")
         lines.append(cells)
-    title = f"{_run_title(run)}  " \
-            f"seeds={run['seeds']} batch={run['batch_size']} eval={run['eval_examples']}"
+    title = (
+        f"{_run_title(run)}  "
+        f"seeds={run['seeds']} batch={run['batch_size']} eval={run['eval_examples']}"
+    )
     return text_table(["steps"] + methods, lines, title=[title], rule=True)
 
 
@@ -107,8 +115,11 @@ def generalization_table(runs: Sequence[dict]) -> str:
                 text += f" ({best:.3f})"
             cells.append(text)
         lines.append(cells)
-    return text_table(["task", "layer_sizes"] + [f"@{h}" for h in horizons], lines,
-                      title=["BLUR test accuracy (best baseline) per horizon"])
+    return text_table(
+        ["task", "layer_sizes"] + [f"@{h}" for h in horizons],
+        lines,
+        title=["BLUR test accuracy (best baseline) per horizon"],
+    )
 
 
 def _genome_label(entry: dict) -> str:
@@ -124,10 +135,15 @@ def plot_curves(runs: Sequence[dict], path: str) -> None:
     n = len(runs)
     cols = min(n, 3)
     rows = (n + cols - 1) // cols
-    fig, axes = plotting.pyplot().subplots(rows, cols, figsize=(5.2 * cols, 4.0 * rows),
-                                           squeeze=False)
-    styles = {METHOD_BLUR: ("C3", "-", "o"), "sgd": ("C0", "--", "s"),
-              "momentum": ("C1", "--", "^"), "adam": ("C2", "--", "D")}
+    fig, axes = plotting.pyplot().subplots(
+        rows, cols, figsize=(5.2 * cols, 4.0 * rows), squeeze=False
+    )
+    styles = {
+        METHOD_BLUR: ("C3", "-", "o"),
+        "sgd": ("C0", "--", "s"),
+        "momentum": ("C1", "--", "^"),
+        "adam": ("C2", "--", "D"),
+    }
     for ax, run in zip(axes.flat, runs):
         for method, entry in run["methods"].items():
             color, line, marker = styles.get(method, ("k", ":", "x"))
@@ -141,9 +157,15 @@ def plot_curves(runs: Sequence[dict], path: str) -> None:
                 label = f"{method} (best lr, activation per horizon)"
             ax.plot(hs, mean, line, color=color, marker=marker, markersize=4, label=label)
             ax.fill_between(hs, mean - std, mean + std, color=color, alpha=0.15, linewidth=0)
-        plotting.accuracy_axes(ax, _run_title(run), fontsize=10, xlabel=STEPS_LABEL,
-                               ylabel="test accuracy", log_x=True,
-                               legend={"fontsize": 8, "loc": "best"})
+        plotting.accuracy_axes(
+            ax,
+            _run_title(run),
+            fontsize=10,
+            xlabel=STEPS_LABEL,
+            ylabel="test accuracy",
+            log_x=True,
+            legend={"fontsize": 8, "loc": "best"},
+        )
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     plotting.save_png(fig, path, dpi=110)
@@ -163,8 +185,9 @@ def plot_sweep(runs: Sequence[dict], path: str) -> bool:
     if not runs or not optimizers:
         return False
     plt = plotting.pyplot()
-    fig, axes = plt.subplots(len(runs), len(optimizers), squeeze=False,
-                             figsize=(5.6 * len(optimizers), 4.2 * len(runs)))
+    fig, axes = plt.subplots(
+        len(runs), len(optimizers), squeeze=False, figsize=(5.6 * len(optimizers), 4.2 * len(runs))
+    )
     for row, run in zip(axes, runs):
         blur = run["methods"][METHOD_BLUR]
         hs = [r["horizon"] for r in blur["per_horizon"]]
@@ -177,16 +200,35 @@ def plot_sweep(runs: Sequence[dict], path: str) -> bool:
                 mean = np.asarray(entry["accuracy"], np.float64).mean(axis=1)
                 for config, curve in zip(entry["configs"], mean):
                     style = ":" if config.get("activation") == "relu" else "-"
-                    ax.plot(hs, curve, style, color=color_of[config["learning_rate"]],
-                            linewidth=0.9, alpha=0.85)
+                    ax.plot(
+                        hs,
+                        curve,
+                        style,
+                        color=color_of[config["learning_rate"]],
+                        linewidth=0.9,
+                        alpha=0.85,
+                    )
                 for lr in rates:  # one legend entry per learning rate
                     ax.plot([], [], "-", color=color_of[lr], label=f"{optimizer} lr={lr:g}")
-            ax.plot(hs, [r["mean"] for r in blur["per_horizon"]], "-o", color="C3",
-                    linewidth=2.5, markersize=4, label=f"BLUR ({_genome_label(blur)})")
+            ax.plot(
+                hs,
+                [r["mean"] for r in blur["per_horizon"]],
+                "-o",
+                color="C3",
+                linewidth=2.5,
+                markersize=4,
+                label=f"BLUR ({_genome_label(blur)})",
+            )
             plotting.accuracy_axes(
-                ax, f"{_run_title(run)}\n{optimizer}: every learning rate (solid tanh, dotted "
-                f"relu)", fontsize=9, xlabel=STEPS_LABEL, ylabel="test accuracy", log_x=True,
-                unit_y=True, legend={"fontsize": 6, "loc": "lower right", "ncol": 2})
+                ax,
+                f"{_run_title(run)}\n{optimizer}: every learning rate (solid tanh, dotted relu)",
+                fontsize=9,
+                xlabel=STEPS_LABEL,
+                ylabel="test accuracy",
+                log_x=True,
+                unit_y=True,
+                legend={"fontsize": 6, "loc": "lower right", "ncol": 2},
+            )
     plotting.save_png(fig, path, dpi=100)
     return True
 
@@ -199,9 +241,11 @@ def write_tensorboard(runs: Sequence[dict], logdir: str) -> None:
             prefix = f"{run['task']}/{architecture_name(run['layer_sizes'])}"
             for method, entry in run["methods"].items():
                 for row in entry["per_horizon"]:
-                    tf.summary.scalar(f"{prefix}/{method}/accuracy", row["mean"],
-                                      step=row["horizon"])
-                    tf.summary.scalar(f"{prefix}/{method}/accuracy_std", row["std"],
-                                      step=row["horizon"])
+                    tf.summary.scalar(
+                        f"{prefix}/{method}/accuracy", row["mean"], step=row["horizon"]
+                    )
+                    tf.summary.scalar(
+                        f"{prefix}/{method}/accuracy_std", row["std"], step=row["horizon"]
+                    )
     writer.flush()
     writer.close()

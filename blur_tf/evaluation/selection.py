@@ -37,18 +37,27 @@ class HorizonBest:
         return dataclasses.asdict(self)
 
 
-def best_per_horizon(accuracy: np.ndarray, configs: Sequence[dict], horizons: Sequence[int],
-                     learning_rates: Sequence[float] | None = None) -> list[HorizonBest]:
+def best_per_horizon(
+    accuracy: np.ndarray,
+    configs: Sequence[dict],
+    horizons: Sequence[int],
+    learning_rates: Sequence[float] | None = None,
+) -> list[HorizonBest]:
     """For every horizon, the config with the best mean accuracy over seeds at that horizon.
 
     accuracy [C, S, H]; `learning_rates`: the grid for `HorizonBest.at_edge`. Ties go to the
     first config.
     """
     accuracy = np.asarray(accuracy, np.float64)
-    if accuracy.ndim != 3 or accuracy.shape[0] != len(configs) or \
-            accuracy.shape[2] != len(horizons):
-        raise ValueError(f"accuracy shape {accuracy.shape} does not match {len(configs)} "
-                         f"configs and {len(horizons)} horizons")
+    if (
+        accuracy.ndim != 3
+        or accuracy.shape[0] != len(configs)
+        or accuracy.shape[2] != len(horizons)
+    ):
+        raise ValueError(
+            f"accuracy shape {accuracy.shape} does not match {len(configs)} "
+            f"configs and {len(horizons)} horizons"
+        )
     means, stds = accuracy.mean(axis=1), accuracy.std(axis=1)
     rows = []
     for h, horizon in enumerate(horizons):
@@ -59,6 +68,13 @@ def best_per_horizon(accuracy: np.ndarray, configs: Sequence[dict], horizons: Se
             edges = (min(learning_rates), max(learning_rates))
             tied = np.flatnonzero(means[:, h] == means[best, h])
             at_edge = all(configs[i].get("learning_rate") in edges for i in tied)
-        rows.append(HorizonBest(horizon=int(horizon), mean=float(means[best, h]),
-                                std=float(stds[best, h]), config=config, at_edge=at_edge))
+        rows.append(
+            HorizonBest(
+                horizon=int(horizon),
+                mean=float(means[best, h]),
+                std=float(stds[best, h]),
+                config=config,
+                at_edge=at_edge,
+            )
+        )
     return rows

@@ -1,13 +1,13 @@
 """Genome sources: what `--genome` names, loaded as a `Learner` (genome, rule, configurations).
 
-  * `backprop`: `Genome.backprop(lr)` with `Rule.backprop(activation)`; with no fixed lr, the
-    lr is swept over the baselines' grid like SGD (each lr one population member, selected per
-    horizon), so its curve reproduces SGD with that activation (a fairness check).
-  * a `genome.json` path: the rule is `metadata.rule` from the file when present (written by
-    the meta-trainer), else `Rule(num_states=K)`; explicit overrides (`parse_rule_overrides`,
-    from blur_tf.config) are applied on top. Of a genome with population P > 1, one member is
-    evaluated (`member`, default 0), or with `member=None` every member as a configuration
-    (best per horizon).
+* `backprop`: `Genome.backprop(lr)` with `Rule.backprop(activation)`; with no fixed lr, the
+  lr is swept over the baselines' grid like SGD (each lr one population member, selected per
+  horizon), so its curve reproduces SGD with that activation (a fairness check).
+* a `genome.json` path: the rule is `metadata.rule` from the file when present (written by
+  the meta-trainer), else `Rule(num_states=K)`; explicit overrides (`parse_rule_overrides`,
+  from blur_tf.config) are applied on top. Of a genome with population P > 1, one member is
+  evaluated (`member`, default 0), or with `member=None` every member as a configuration
+  (best per horizon).
 """
 
 from __future__ import annotations
@@ -49,9 +49,13 @@ def read_genome_file(path: str) -> tuple[Genome, dict | None]:
     return genome, rule
 
 
-def load_learner(source: str, rule_overrides: dict | None = None, member: int | None = 0,
-                 backprop_learning_rates: Sequence[float] = baselines.DEFAULT_LEARNING_RATES,
-                 backprop_activation: str = "tanh") -> Learner:
+def load_learner(
+    source: str,
+    rule_overrides: dict | None = None,
+    member: int | None = 0,
+    backprop_learning_rates: Sequence[float] = baselines.DEFAULT_LEARNING_RATES,
+    backprop_activation: str = "tanh",
+) -> Learner:
     """The learner named by `source` ('backprop' or a genome.json path); see module docstring."""
     overrides = dict(rule_overrides or {})
     if source == BACKPROP:
@@ -69,8 +73,10 @@ def load_learner(source: str, rule_overrides: dict | None = None, member: int | 
             raise ValueError(f"genome file {source}: bad rule: {e}") from None
         if member is not None:
             if not 0 <= member < genome.population:
-                raise ValueError(f"genome member {member} out of range: {source} holds "
-                                 f"{genome.population} genome(s)")
+                raise ValueError(
+                    f"genome member {member} out of range: {source} holds "
+                    f"{genome.population} genome(s)"
+                )
             members = [member]
         else:
             members = list(range(genome.population))

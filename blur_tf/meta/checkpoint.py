@@ -56,14 +56,16 @@ class CheckpointState:
       **trackables: objects saved (variables, modules).
     """
 
-    def __init__(self, directory: str, max_to_keep: int = 3, optional=(), chief: bool = True,
-                 **trackables):
+    def __init__(
+        self, directory: str, max_to_keep: int = 3, optional=(), chief: bool = True, **trackables
+    ):
         if not isinstance(max_to_keep, int) or max_to_keep < 1:
             raise ValueError(f"checkpoints to keep must be an int >= 1, got {max_to_keep!r}")
         self.trackables, self.optional, self.chief = trackables, tuple(optional), chief
         self.checkpoint = tf.train.Checkpoint(**trackables)
-        self.manager = tf.train.CheckpointManager(self.checkpoint, directory,
-                                                  max_to_keep=max_to_keep)
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint, directory, max_to_keep=max_to_keep
+        )
 
     def restore_latest(self) -> str | None:
         """Restores the newest checkpoint that restores; returns its path (None if none kept).
@@ -86,9 +88,11 @@ class CheckpointState:
                 failures.append(f"{os.path.basename(path)}: {reason}")
                 continue
             return path
-        raise CheckpointError(f"no checkpoint in {self.manager.directory} restores "
-                         f"({'; '.join(failures)}); delete that folder to start the run over, "
-                         "or use another --out_dir")
+        raise CheckpointError(
+            f"no checkpoint in {self.manager.directory} restores "
+            f"({'; '.join(failures)}); delete that folder to start the run over, "
+            "or use another --out_dir"
+        )
 
     def _found(self) -> list[str]:
         """Checkpoints in the folder, newest first, when its `checkpoint` index file is
@@ -96,16 +100,23 @@ class CheckpointState:
         directory = self.manager.directory
         if not os.path.isdir(directory):
             return []
-        steps = [int(m.group(1)) for name in os.listdir(directory)
-                 if (m := _CHECKPOINT_FILE.match(name))]
+        steps = [
+            int(m.group(1)) for name in os.listdir(directory) if (m := _CHECKPOINT_FILE.match(name))
+        ]
         return [os.path.join(directory, f"ckpt-{step}") for step in sorted(steps, reverse=True)]
 
     def _restore(self, path: str) -> None:
-        saved = {key.split("/")[0]
-                 for key in tf.train.load_checkpoint(path).get_variable_to_shape_map()}
+        saved = {
+            key.split("/")[0] for key in tf.train.load_checkpoint(path).get_variable_to_shape_map()
+        }
         absent = [name for name in self.optional if name not in saved]
-        checkpoint = self.checkpoint if not absent else tf.train.Checkpoint(
-            **{k: v for k, v in self.trackables.items() if k not in absent})
+        checkpoint = (
+            self.checkpoint
+            if not absent
+            else tf.train.Checkpoint(
+                **{k: v for k, v in self.trackables.items() if k not in absent}
+            )
+        )
         checkpoint.restore(path).assert_existing_objects_matched()
 
     def save(self, step: int) -> str | None:
@@ -126,12 +137,16 @@ class CheckpointState:
                             shutil.rmtree(path, ignore_errors=True)
                         else:
                             os.remove(path)
-                raise OSError(getattr(e, "errno", None), _one_line(e),
-                              os.path.join(directory, f"ckpt-{int(step)}")) from None
+                raise OSError(
+                    getattr(e, "errno", None),
+                    _one_line(e),
+                    os.path.join(directory, f"ckpt-{int(step)}"),
+                ) from None
         scratch = tempfile.mkdtemp(prefix="blur_tf_worker_checkpoint_")
         try:
             tf.train.CheckpointManager(self.checkpoint, scratch, max_to_keep=1).save(
-                checkpoint_number=int(step))
+                checkpoint_number=int(step)
+            )
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         return None

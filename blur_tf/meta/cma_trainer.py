@@ -33,8 +33,13 @@ from blur_tf.meta.outer_loop import OuterLoop
 from blur_tf.meta.problem import InnerProblem
 from blur_tf.meta.validation import ValidationResult, Validator
 
-__all__ = ["CmaTrainer", "CmaTrainResult", "GenerationResult", "NON_FINITE_LOSS",
-           "NormalSampler"]  # NormalSampler: pickled in existing checkpoints under this module
+__all__ = [
+    "CmaTrainer",
+    "CmaTrainResult",
+    "GenerationResult",
+    "NON_FINITE_LOSS",
+    "NormalSampler",
+]  # NormalSampler: pickled in existing checkpoints under this module
 
 
 @dataclasses.dataclass
@@ -75,24 +80,61 @@ class CmaTrainer(OuterLoop):
       strategy: a `tf.distribute.Strategy` to split the candidates over; None: one device.
     """
 
-    def __init__(self, problem: InnerProblem, schedule, *, population: int, sigma0: float = 0.1,
-                 seed: int = 0, genome: Genome | None = None, fields: Sequence[str] | None = None,
-                 transform_std: float = 0.5, synapse_update: float = 0.05, networks: int = 1,
-                 average_steps: int = 1, eval_batches: int = 1,
-                 validator: Validator | None = None, validation_length: int | None = None,
-                 validate_every: int = 10, checkpoint_every: int = 10, log_every: int = 1,
-                 checkpoint_dir: str | None = None, summary_dir: str | None = None,
-                 keep_checkpoints: int = 3, cma_options: dict | None = None, strategy=None):
+    def __init__(
+        self,
+        problem: InnerProblem,
+        schedule,
+        *,
+        population: int,
+        sigma0: float = 0.1,
+        seed: int = 0,
+        genome: Genome | None = None,
+        fields: Sequence[str] | None = None,
+        transform_std: float = 0.5,
+        synapse_update: float = 0.05,
+        networks: int = 1,
+        average_steps: int = 1,
+        eval_batches: int = 1,
+        validator: Validator | None = None,
+        validation_length: int | None = None,
+        validate_every: int = 10,
+        checkpoint_every: int = 10,
+        log_every: int = 1,
+        checkpoint_dir: str | None = None,
+        summary_dir: str | None = None,
+        keep_checkpoints: int = 3,
+        cma_options: dict | None = None,
+        strategy=None,
+    ):
         algorithm = CmaEs(
-            problem, population=population, sigma0=sigma0, seed=seed, genome=genome,
-            fields=fields, transform_std=transform_std, synapse_update=synapse_update,
-            networks=networks, average_steps=average_steps, eval_batches=eval_batches,
-            by_fitness=validator is None, cma_options=cma_options, strategy=strategy)
-        super().__init__(algorithm, schedule, validator=validator,
-                         validation_length=validation_length, validate_every=validate_every,
-                         checkpoint_every=checkpoint_every, log_every=log_every,
-                         checkpoint_dir=checkpoint_dir, summary_dir=summary_dir,
-                         keep_checkpoints=keep_checkpoints, strategy=strategy)
+            problem,
+            population=population,
+            sigma0=sigma0,
+            seed=seed,
+            genome=genome,
+            fields=fields,
+            transform_std=transform_std,
+            synapse_update=synapse_update,
+            networks=networks,
+            average_steps=average_steps,
+            eval_batches=eval_batches,
+            by_fitness=validator is None,
+            cma_options=cma_options,
+            strategy=strategy,
+        )
+        super().__init__(
+            algorithm,
+            schedule,
+            validator=validator,
+            validation_length=validation_length,
+            validate_every=validate_every,
+            checkpoint_every=checkpoint_every,
+            log_every=log_every,
+            checkpoint_dir=checkpoint_dir,
+            summary_dir=summary_dir,
+            keep_checkpoints=keep_checkpoints,
+            strategy=strategy,
+        )
 
     def best_validation(self) -> ValidationResult | None:
         """The last validation's curves of the best genome alone (population 1)."""
@@ -100,14 +142,22 @@ class CmaTrainer(OuterLoop):
         if result is None:
             return None
         best = result.best()
-        return ValidationResult(result.length, {k: v[best:best + 1]
-                                                for k, v in result.curves.items()})
+        return ValidationResult(
+            result.length, {k: v[best : best + 1] for k, v in result.curves.items()}
+        )
 
-    def train(self, generations: int, resume: bool = True, stop: StopRequest | None = None,
-              progress=None) -> CmaTrainResult:
+    def train(
+        self, generations: int, resume: bool = True, stop: StopRequest | None = None, progress=None
+    ) -> CmaTrainResult:
         """Runs generations until the counter reaches `generations` (`OuterLoop.train`)."""
         result = super().train(generations, resume, stop, progress)
-        return CmaTrainResult(result.steps, result.steps_run, result.interrupted,
-                              result.signum, result.seconds, result.step_seconds,
-                              self.algorithm.non_finite,
-                              None if result.interrupted else self.best_validation())
+        return CmaTrainResult(
+            result.steps,
+            result.steps_run,
+            result.interrupted,
+            result.signum,
+            result.seconds,
+            result.step_seconds,
+            self.algorithm.non_finite,
+            None if result.interrupted else self.best_validation(),
+        )

@@ -75,12 +75,16 @@ def check_strategy(name: str, cpu_devices: int | None, environ=os.environ) -> No
         if isinstance(cpu_devices, bool) or not isinstance(cpu_devices, int) or cpu_devices < 1:
             raise ValueError(f"--cpu_devices must be an int >= 1, got {cpu_devices!r}")
         if name == "none":
-            raise ValueError("--cpu_devices needs --strategy=mirrored (logical CPU devices are "
-                             "only used by a strategy)")
+            raise ValueError(
+                "--cpu_devices needs --strategy=mirrored (logical CPU devices are "
+                "only used by a strategy)"
+            )
         if name == "multi_worker" and cpu_devices > 1:
-            raise ValueError("--cpu_devices > 1 needs --strategy=mirrored: "
-                             "MultiWorkerMirroredStrategy uses one CPU device (or every GPU) "
-                             "per worker")
+            raise ValueError(
+                "--cpu_devices > 1 needs --strategy=mirrored: "
+                "MultiWorkerMirroredStrategy uses one CPU device (or every GPU) "
+                "per worker"
+            )
     if name == "multi_worker":
         cluster_config(environ)
 
@@ -89,19 +93,23 @@ def cluster_config(environ=os.environ) -> dict:
     """The parsed `TF_CONFIG` of a multi-worker job; ValueError if missing or malformed."""
     text = environ.get("TF_CONFIG")
     if not text:
-        raise ValueError("--strategy=multi_worker needs the TF_CONFIG environment variable "
-                         "(cluster and task of this worker; see docs/distributed.md)")
+        raise ValueError(
+            "--strategy=multi_worker needs the TF_CONFIG environment variable "
+            "(cluster and task of this worker; see docs/distributed.md)"
+        )
     try:
         config = json.loads(text)
         workers = config["cluster"]["worker"]
         task = config["task"]
         task_type, task_index = task["type"], int(task["index"])
     except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"TF_CONFIG is not a cluster spec with cluster.worker and task "
-                         f"{{type, index}}: {e}") from None
+        raise ValueError(
+            f"TF_CONFIG is not a cluster spec with cluster.worker and task {{type, index}}: {e}"
+        ) from None
     if task_type == "worker" and not 0 <= task_index < len(workers):
-        raise ValueError(f"TF_CONFIG: task index {task_index} is not one of the "
-                         f"{len(workers)} workers")
+        raise ValueError(
+            f"TF_CONFIG: task index {task_index} is not one of the {len(workers)} workers"
+        )
     return config
 
 
@@ -113,10 +121,13 @@ def configure_cpu_devices(count: int) -> None:
     cpus = tf.config.list_physical_devices("CPU")
     try:
         tf.config.set_logical_device_configuration(
-            cpus[0], [tf.config.LogicalDeviceConfiguration() for _ in range(count)])
+            cpus[0], [tf.config.LogicalDeviceConfiguration() for _ in range(count)]
+        )
     except RuntimeError as e:
-        raise ValueError(f"--cpu_devices={count}: TensorFlow has already initialized its "
-                         f"devices ({e}); set it before any TensorFlow op runs") from None
+        raise ValueError(
+            f"--cpu_devices={count}: TensorFlow has already initialized its "
+            f"devices ({e}); set it before any TensorFlow op runs"
+        ) from None
 
 
 def make_strategy(name: str, cpu_devices: int | None = None):
@@ -140,8 +151,12 @@ def make_strategy(name: str, cpu_devices: int | None = None):
         strategy = tf.distribute.MirroredStrategy(devices)
     else:
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    log.info("%s: %d replica(s) in sync%s", type(strategy).__name__,
-             strategy.num_replicas_in_sync, "" if is_chief(strategy) else " (not the chief)")
+    log.info(
+        "%s: %d replica(s) in sync%s",
+        type(strategy).__name__,
+        strategy.num_replicas_in_sync,
+        "" if is_chief(strategy) else " (not the chief)",
+    )
     return strategy
 
 
@@ -158,8 +173,10 @@ def replica_share(size: int, strategy, what: str = "meta_batch") -> int:
     """size / R, the share of each of the strategy's R replicas; ValueError unless R | size."""
     replicas = num_replicas(strategy)
     if size % replicas:
-        raise ValueError(f"{what}={size} is not divisible by the {replicas} replicas of the "
-                         f"distribution strategy (each replica unrolls an equal share)")
+        raise ValueError(
+            f"{what}={size} is not divisible by the {replicas} replicas of the "
+            f"distribution strategy (each replica unrolls an equal share)"
+        )
     return size // replicas
 
 
@@ -176,8 +193,7 @@ def replica_rows(replica, replicas: int, groups: int, group_size: int):
     gets the same share s of every group, in order.
     """
     share = group_size // replicas
-    rows = (tf.range(groups)[:, None] * group_size + replica * share
-            + tf.range(share)[None, :])
+    rows = tf.range(groups)[:, None] * group_size + replica * share + tf.range(share)[None, :]
     return tf.reshape(rows, [-1])
 
 
@@ -225,7 +241,8 @@ class DistributedEstimator:
         self.replicas = num_replicas(strategy)
         self.share = replica_share(meta_batch, strategy)
         self.replica_estimator = estimator.with_problem(
-            ReplicaShard(estimator.problem, population, meta_batch, self.replicas), self.share)
+            ReplicaShard(estimator.problem, population, meta_batch, self.replicas), self.share
+        )
 
     def __call__(self, genome_variables, synapses, seed, length):
         shard = self.replica_estimator.problem
@@ -233,13 +250,18 @@ class DistributedEstimator:
         def replica_step():
             rows = shard.rows()
             local = tf.nest.map_structure(lambda t: tf.gather(t, rows), synapses)
-            losses, gradients, diagnostics = self.replica_estimator(genome_variables, local,
-                                                                    seed, length)
-            packed = tf.concat([losses] + [tf.reshape(g, [-1]) for g in tf.nest.flatten(gradients)],
-                               axis=0)
+            losses, gradients, diagnostics = self.replica_estimator(
+                genome_variables, local, seed, length
+            )
+            packed = tf.concat(
+                [losses] + [tf.reshape(g, [-1]) for g in tf.nest.flatten(gradients)], axis=0
+            )
             per_genome = lambda t: tf.reshape(t, [self.population, self.share])
-            return (packed, per_genome(diagnostics["task_ids"]),
-                    per_genome(diagnostics["accuracy"]))
+            return (
+                packed,
+                per_genome(diagnostics["task_ids"]),
+                per_genome(diagnostics["accuracy"]),
+            )
 
         packed, task_ids, accuracy = self.strategy.run(replica_step)
         total = self.strategy.reduce(tf.distribute.ReduceOp.SUM, packed, axis=None)
@@ -248,7 +270,8 @@ class DistributedEstimator:
         sizes = [self.population] + [int(np.prod(s)) for s in shapes]
         losses, *flat = tf.split(mean, sizes)
         gradients = tf.nest.pack_sequence_as(
-            genome_variables, [tf.reshape(g, s) for g, s in zip(flat, shapes)])
+            genome_variables, [tf.reshape(g, s) for g, s in zip(flat, shapes)]
+        )
         members = lambda v: tf.reshape(self.strategy.gather(v, axis=1), [-1])
         return losses, gradients, {"task_ids": members(task_ids), "accuracy": members(accuracy)}
 
@@ -271,8 +294,9 @@ class ChiefBroadcast:
         def replica():
             ctx = tf.distribute.get_replica_context()
             chief = tf.equal(replica_id(), 0)
-            return ctx.all_reduce(tf.distribute.ReduceOp.SUM,
-                                  tf.where(chief, value, tf.zeros_like(value)))
+            return ctx.all_reduce(
+                tf.distribute.ReduceOp.SUM, tf.where(chief, value, tf.zeros_like(value))
+            )
 
         return self.strategy.experimental_local_results(self.strategy.run(replica))[0]
 
@@ -299,8 +323,12 @@ class DistributedFitness:
         block = math.ceil(candidates / self.replicas)
         padding = [0] * (block * self.replicas - candidates)
         padded = Genome.concat([genome, genome.take(padding)]) if padding else genome
-        fitness = self._compiled(padded.as_tensors(), synapses, tf.constant(seed, tf.int64),
-                                 tf.constant(int(length), tf.int32)).numpy()[:candidates]
+        fitness = self._compiled(
+            padded.as_tensors(),
+            synapses,
+            tf.constant(seed, tf.int64),
+            tf.constant(int(length), tf.int32),
+        ).numpy()[:candidates]
         return fitness, np.isfinite(fitness)
 
     def _distributed(self, genome, synapses, seed, length):
@@ -308,7 +336,7 @@ class DistributedFitness:
 
         def replica():
             start = replica_id() * block
-            local = Genome(*[v[start:start + block] for v in genome])
+            local = Genome(*[v[start : start + block] for v in genome])
             fitness, _ = self.fitness.evaluate(local, synapses, seed, length)
             return fitness  # NaN exactly where the candidate is non-finite
 

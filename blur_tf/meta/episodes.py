@@ -37,8 +37,10 @@ class EpisodeProblem:
         if not isinstance(network, FlpNetwork):
             raise ValueError(f"EpisodeProblem needs an FlpNetwork, got {type(network).__name__}")
         if network.layer_sizes[0] != episodes.input_size or network.layer_sizes[-1] != 1:
-            raise ValueError(f"layer sizes {list(network.layer_sizes)}: the {episodes.name} "
-                             f"episodes need input size {episodes.input_size} and 1 output")
+            raise ValueError(
+                f"layer sizes {list(network.layer_sizes)}: the {episodes.name} "
+                f"episodes need input size {episodes.input_size} and 1 output"
+            )
         if not network.regression:
             raise ValueError("regression episodes need a network with regression=True")
         self.network, self.episodes = network, episodes
@@ -63,8 +65,9 @@ class EpisodeProblem:
     def sample(self, seed: tf.Tensor, population: int, stream: str = "train"):
         """(task_ids zeros [P], batch_fn t -> (x [P, B, n], y [P, B]), (x_query, y_query)) of
         one episode per network ('train': functions from the pool; 'eval': fresh)."""
-        xs, ys, x_query, y_query = self.episodes.sample(seeds.fold(seed, seeds.DATA),
-                                                        population, stream)
+        xs, ys, x_query, y_query = self.episodes.sample(
+            seeds.fold(seed, seeds.DATA), population, stream
+        )
         last = self.episodes.length - 1
 
         def batch_fn(t):

@@ -43,8 +43,9 @@ def repeat_genome(params, times: int):
     """Each of the G members of a meta-parameter pytree repeated `times` times: G → G·times."""
     if times == 1:
         return tf.nest.map_structure(tf.convert_to_tensor, params)
-    return tf.nest.map_structure(lambda v: tf.repeat(tf.convert_to_tensor(v), times, axis=0),
-                                 params)
+    return tf.nest.map_structure(
+        lambda v: tf.repeat(tf.convert_to_tensor(v), times, axis=0), params
+    )
 
 
 def per_genome_mean(values: tf.Tensor, num_genomes: int) -> tf.Tensor:
@@ -90,9 +91,11 @@ class Estimator(abc.ABC):
         """This estimator on another problem and meta-batch (a replica's share of a
         distributed outer step: `distribute.DistributedEstimator`); ValueError if it keeps
         per-network state between outer steps and cannot be split."""
-        raise ValueError(f"{type(self).__name__} cannot be distributed over replicas (it "
-                         "keeps per-network state between meta-steps); use the full or "
-                         "segmented estimator with a strategy")
+        raise ValueError(
+            f"{type(self).__name__} cannot be distributed over replicas (it "
+            "keeps per-network state between meta-steps); use the full or "
+            "segmented estimator with a strategy"
+        )
 
 
 class FullUnrollGradient(Estimator):
@@ -111,20 +114,22 @@ class FullUnrollGradient(Estimator):
         num_genomes = population_of(params)
         network = self.problem.network
         task_ids, batch_fn, (x_eval, y_eval) = self.problem.sample(
-            seed, num_genomes * self.meta_batch)
+            seed, num_genomes * self.meta_batch
+        )
         leaves = tf.nest.flatten(params)
         with tf.GradientTape() as tape:
-            tape.watch([tf.convert_to_tensor(v) for v in leaves
-                        if not isinstance(v, tf.Variable)])
+            tape.watch([tf.convert_to_tensor(v) for v in leaves if not isinstance(v, tf.Variable)])
             members = repeat_genome(params, self.meta_batch)
             final = network.unroll(members, state, batch_fn, length)
             outputs = network.outputs(members, final, x_eval)
             losses = per_genome_mean(self.problem.loss(outputs, y_eval), num_genomes)
             total = tf.reduce_sum(losses)
-        gradients = tape.gradient(total, leaves,
-                                  unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        return (losses, tf.nest.pack_sequence_as(params, gradients),
-                {"task_ids": task_ids, "accuracy": self.problem.metric(outputs, y_eval)})
+        gradients = tape.gradient(total, leaves, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return (
+            losses,
+            tf.nest.pack_sequence_as(params, gradients),
+            {"task_ids": task_ids, "accuracy": self.problem.metric(outputs, y_eval)},
+        )
 
 
 class SegmentedUnrollGradient(Estimator):
@@ -164,8 +169,15 @@ class SegmentedUnrollGradient(Estimator):
     t), so both estimators give the same gradient up to float rounding.
     """
 
-    def __init__(self, problem: InnerProblem, meta_batch: int, segment_length: int = 10,
-                 meta_loss: str = "final", jit_compile: bool = True, max_boundaries: int = 64):
+    def __init__(
+        self,
+        problem: InnerProblem,
+        meta_batch: int,
+        segment_length: int = 10,
+        meta_loss: str = "final",
+        jit_compile: bool = True,
+        max_boundaries: int = 64,
+    ):
         _check_meta_batch(meta_batch)
         if not isinstance(segment_length, int) or segment_length < 1:
             raise ValueError(f"segment_length must be an int >= 1, got {segment_length!r}")
@@ -180,8 +192,14 @@ class SegmentedUnrollGradient(Estimator):
         self._vjp = tf.function(self._segment_vjp, jit_compile=jit_compile)
 
     def with_problem(self, problem, meta_batch: int) -> SegmentedUnrollGradient:
-        return SegmentedUnrollGradient(problem, meta_batch, self.segment_length, self.meta_loss,
-                                       self.jit_compile, self.max_boundaries)
+        return SegmentedUnrollGradient(
+            problem,
+            meta_batch,
+            self.segment_length,
+            self.meta_loss,
+            self.jit_compile,
+            self.max_boundaries,
+        )
 
     # ----------------------------------------------------------------------------- pieces
     def _segment(self, genome, state, xs, ys, active):
@@ -193,8 +211,13 @@ class SegmentedUnrollGradient(Estimator):
             forwards, backwards, _ = network.step_channel_major(members, *state, xs[i], ys[i])
             return i + 1, (forwards, backwards)
 
-        return tf.while_loop(lambda i, _: i < active, step, (tf.constant(0), state),
-                             parallel_iterations=1, maximum_iterations=self.segment_length)[1]
+        return tf.while_loop(
+            lambda i, _: i < active,
+            step,
+            (tf.constant(0), state),
+            parallel_iterations=1,
+            maximum_iterations=self.segment_length,
+        )[1]
 
     def _segment_vjp(self, genome, state, xs, ys, active, adjoint, weight, x_eval, y_eval):
         """(λ_k, ∂_k, losses [G], state after segment k, accuracy [P]) of segment k (class doc)."""
@@ -203,14 +226,19 @@ class SegmentedUnrollGradient(Estimator):
         with tf.GradientTape() as tape:
             tape.watch((genome, state))
             out = self._segment(genome, state, xs, ys, active)
-            logits = network.predict_channel_major(repeat_genome(genome, self.meta_batch),
-                                                   out[0], x_eval)
+            logits = network.predict_channel_major(
+                repeat_genome(genome, self.meta_batch), out[0], x_eval
+            )
             losses = per_genome_mean(self.problem.loss(logits, y_eval), num_genomes)
             objective = weight * tf.reduce_sum(losses) + tf.add_n(
-                [tf.reduce_sum(o * a) for o, a in zip(tf.nest.flatten(out),
-                                                     tf.nest.flatten(adjoint))])
-        d_genome, d_state = tape.gradient(objective, (genome, state),
-                                          unconnected_gradients=tf.UnconnectedGradients.ZERO)
+                [
+                    tf.reduce_sum(o * a)
+                    for o, a in zip(tf.nest.flatten(out), tf.nest.flatten(adjoint))
+                ]
+            )
+        d_genome, d_state = tape.gradient(
+            objective, (genome, state), unconnected_gradients=tf.UnconnectedGradients.ZERO
+        )
         return d_state, d_genome, losses, out, accuracy(logits, y_eval)
 
     # ----------------------------------------------------------------------------- estimator
@@ -220,8 +248,9 @@ class SegmentedUnrollGradient(Estimator):
         population = population_of(genome) * self.meta_batch
         task_ids, batch_fn, eval_batch = self.problem.sample(seed, population)
         state = self.problem.network.to_channel_major(state)
-        losses, gradients, _, final_accuracy = self.unroll_gradient(genome, state, batch_fn,
-                                                                   eval_batch, length)
+        losses, gradients, _, final_accuracy = self.unroll_gradient(
+            genome, state, batch_fn, eval_batch, length
+        )
         return losses, gradients, {"task_ids": task_ids, "accuracy": final_accuracy}
 
     def unroll_gradient(self, genome, state, batch_fn, eval_batch, length):
@@ -245,13 +274,19 @@ class SegmentedUnrollGradient(Estimator):
         def segment_data(k):
             start = k * size
             x, y = batch_fn(start)
-            stacks = [tf.TensorArray(t.dtype, size=size, element_shape=t.shape).write(0, t)
-                      for t in (x, y)]
+            stacks = [
+                tf.TensorArray(t.dtype, size=size, element_shape=t.shape).write(0, t)
+                for t in (x, y)
+            ]
             _, stacks = tf.while_loop(
                 lambda i, _: i < size,
-                lambda i, stacks: (i + 1, [s.write(i, t) for s, t in
-                                           zip(stacks, batch_fn(start + i))]),
-                (tf.constant(1), stacks), parallel_iterations=1)
+                lambda i, stacks: (
+                    i + 1,
+                    [s.write(i, t) for s, t in zip(stacks, batch_fn(start + i))],
+                ),
+                (tf.constant(1), stacks),
+                parallel_iterations=1,
+            )
             active = tf.clip_by_value(length - start, 0, size)
             return stacks[0].stack(), stacks[1].stack(), active
 
@@ -260,24 +295,32 @@ class SegmentedUnrollGradient(Estimator):
             return self._forward(genome, state, xs, ys, active)
 
         def stored(count, first_state):
-            return [tf.TensorArray(t.dtype, size=count, element_shape=t.shape).write(0, t)
-                    for t in tf.nest.flatten(first_state)]
+            return [
+                tf.TensorArray(t.dtype, size=count, element_shape=t.shape).write(0, t)
+                for t in tf.nest.flatten(first_state)
+            ]
 
         def block_forward(j, state, blocks):
-            state = tf.while_loop(lambda k, _: k < (j + 1) * block,
-                                  lambda k, state: (k + 1, forward(k, state)),
-                                  (j * block, state), parallel_iterations=1)[1]
+            state = tf.while_loop(
+                lambda k, _: k < (j + 1) * block,
+                lambda k, state: (k + 1, forward(k, state)),
+                (j * block, state),
+                parallel_iterations=1,
+            )[1]
             blocks = [b.write(j + 1, t) for b, t in zip(blocks, tf.nest.flatten(state))]
             return j + 1, state, blocks
 
-        _, _, blocks = tf.while_loop(lambda j, *_: j < num_blocks - 1, block_forward,
-                                     (tf.constant(0), state, stored(num_blocks, state)),
-                                     parallel_iterations=1)
+        _, _, blocks = tf.while_loop(
+            lambda j, *_: j < num_blocks - 1,
+            block_forward,
+            (tf.constant(0), state, stored(num_blocks, state)),
+            parallel_iterations=1,
+        )
 
-        def segment_backward(k, first, boundaries, adjoint, d_genome, losses, final_state,
-                             final_accuracy):
-            start_state = tf.nest.pack_sequence_as(state,
-                                                   [b.read(k - first) for b in boundaries])
+        def segment_backward(
+            k, first, boundaries, adjoint, d_genome, losses, final_state, final_accuracy
+        ):
+            start_state = tf.nest.pack_sequence_as(state, [b.read(k - first) for b in boundaries])
             is_last = tf.equal(k, num_segments - 1)
             if self.meta_loss == "final":
                 weight = tf.cast(is_last, tf.float32)
@@ -285,13 +328,23 @@ class SegmentedUnrollGradient(Estimator):
                 weight = 1.0 / tf.cast(num_segments, tf.float32)
             xs, ys, active = segment_data(k)
             adjoint, d_segment, segment_losses, out, segment_accuracy = self._vjp(
-                genome, start_state, xs, ys, active, adjoint, weight, *eval_batch)
+                genome, start_state, xs, ys, active, adjoint, weight, *eval_batch
+            )
             d_genome = tf.nest.map_structure(tf.add, d_genome, d_segment)
-            final_state = tf.nest.map_structure(lambda new, old: tf.where(is_last, new, old),
-                                                out, final_state)
+            final_state = tf.nest.map_structure(
+                lambda new, old: tf.where(is_last, new, old), out, final_state
+            )
             final_accuracy = tf.where(is_last, segment_accuracy, final_accuracy)
-            return (k - 1, first, boundaries, adjoint, d_genome,
-                    losses + weight * segment_losses, final_state, final_accuracy)
+            return (
+                k - 1,
+                first,
+                boundaries,
+                adjoint,
+                d_genome,
+                losses + weight * segment_losses,
+                final_state,
+                final_accuracy,
+            )
 
         def block_backward(j, *carry):
             first = j * block
@@ -300,21 +353,43 @@ class SegmentedUnrollGradient(Estimator):
 
             def recompute(k, state, boundaries):
                 state = forward(k, state)
-                return k + 1, state, [b.write(k + 1 - first, t)
-                                      for b, t in zip(boundaries, tf.nest.flatten(state))]
+                return (
+                    k + 1,
+                    state,
+                    [b.write(k + 1 - first, t) for b, t in zip(boundaries, tf.nest.flatten(state))],
+                )
 
-            boundaries = tf.while_loop(lambda k, *_: k < last - 1, recompute,
-                                       (first, start, stored(block, start)),
-                                       parallel_iterations=1)[2]
-            carry = tf.while_loop(lambda k, *_: k >= first, segment_backward,
-                                  (last - 1, first, boundaries, *carry),
-                                  parallel_iterations=1)[3:]
+            boundaries = tf.while_loop(
+                lambda k, *_: k < last - 1,
+                recompute,
+                (first, start, stored(block, start)),
+                parallel_iterations=1,
+            )[2]
+            carry = tf.while_loop(
+                lambda k, *_: k >= first,
+                segment_backward,
+                (last - 1, first, boundaries, *carry),
+                parallel_iterations=1,
+            )[3:]
             return (j - 1, *carry)
 
         zeros = lambda structure: tf.nest.map_structure(tf.zeros_like, structure)
         _, _, gradients, losses, final_state, final_accuracy = tf.while_loop(
-            lambda j, *_: j >= 0, block_backward,
-            (num_blocks - 1, zeros(state), zeros(genome), tf.zeros([num_genomes]),
-             state, tf.zeros([population])), parallel_iterations=1)
-        return (losses, tf.nest.pack_sequence_as(genome, tf.nest.flatten(gradients)), final_state,
-                final_accuracy)
+            lambda j, *_: j >= 0,
+            block_backward,
+            (
+                num_blocks - 1,
+                zeros(state),
+                zeros(genome),
+                tf.zeros([num_genomes]),
+                state,
+                tf.zeros([population]),
+            ),
+            parallel_iterations=1,
+        )
+        return (
+            losses,
+            tf.nest.pack_sequence_as(genome, tf.nest.flatten(gradients)),
+            final_state,
+            final_accuracy,
+        )

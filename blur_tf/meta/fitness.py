@@ -39,8 +39,9 @@ from blur_tf.network import accuracy
 
 def _all_finite(tensors, population: int) -> tf.Tensor:
     """[P]: True where every entry of member p of every tensor (leading axis P) is finite."""
-    flags = [tf.reduce_all(tf.math.is_finite(tf.reshape(t, [population, -1])), axis=1)
-             for t in tensors]
+    flags = [
+        tf.reduce_all(tf.math.is_finite(tf.reshape(t, [population, -1])), axis=1) for t in tensors
+    ]
     return tf.reduce_all(tf.stack(flags), axis=0)
 
 
@@ -55,15 +56,25 @@ class PopulationFitness:
       eval_batches: the held-out examples are evaluated in this many equal forward batches.
     """
 
-    def __init__(self, problem: InnerProblem, networks: int = 1, average_steps: int = 1,
-                 eval_batches: int = 1):
-        for name, value in (("networks", networks), ("average_steps", average_steps),
-                            ("eval_batches", eval_batches)):
+    def __init__(
+        self,
+        problem: InnerProblem,
+        networks: int = 1,
+        average_steps: int = 1,
+        eval_batches: int = 1,
+    ):
+        for name, value in (
+            ("networks", networks),
+            ("average_steps", average_steps),
+            ("eval_batches", eval_batches),
+        ):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
         if problem.eval_batch_size % eval_batches:
-            raise ValueError(f"{problem.eval_batch_size} held-out examples per network cannot "
-                             f"be split into {eval_batches} equal batches")
+            raise ValueError(
+                f"{problem.eval_batch_size} held-out examples per network cannot "
+                f"be split into {eval_batches} equal batches"
+            )
         self.problem, self.networks = problem, networks
         self.average_steps, self.eval_batches = average_steps, eval_batches
         self.trace_count = 0
@@ -77,16 +88,21 @@ class PopulationFitness:
         length: inner steps T (≥ average_steps).
         """
         self.check_length(length)
-        fitness, finite = self._compiled(genome.as_tensors(), synapses,
-                                         tf.constant(seed, tf.int64),
-                                         tf.constant(int(length), tf.int32))
+        fitness, finite = self._compiled(
+            genome.as_tensors(),
+            synapses,
+            tf.constant(seed, tf.int64),
+            tf.constant(int(length), tf.int32),
+        )
         return fitness.numpy(), finite.numpy()
 
     def check_length(self, length: int) -> None:
         """ValueError if the unroll is shorter than the steps the fitness averages over."""
         if not length >= self.average_steps:
-            raise ValueError(f"unroll length {length} is shorter than the {self.average_steps} "
-                             "final steps the fitness averages over")
+            raise ValueError(
+                f"unroll length {length} is shorter than the {self.average_steps} "
+                "final steps the fitness averages over"
+            )
 
     def evaluate(self, genome: Genome, synapses, seed, length):
         """The in-graph fitness (tensors in, tensors out; what `__call__` compiles, and what
@@ -117,10 +133,12 @@ class PopulationFitness:
                 logits = network.predict_channel_major(members, forwards, xs[:, c])
                 return accuracy(logits, ys[:, c]), _all_finite([logits], population)
 
-            acc, finite = tf.map_fn(one_batch, tf.range(chunks),
-                                    fn_output_signature=(tf.float32, tf.bool))
-            finite = tf.reduce_all(finite, axis=0) & _all_finite(tf.nest.flatten(synapses),
-                                                                 population)
+            acc, finite = tf.map_fn(
+                one_batch, tf.range(chunks), fn_output_signature=(tf.float32, tf.bool)
+            )
+            finite = tf.reduce_all(finite, axis=0) & _all_finite(
+                tf.nest.flatten(synapses), population
+            )
             return tf.reduce_mean(acc, axis=0), finite
 
         head = length - self.average_steps + 1  # steps before the first averaged accuracy
@@ -135,8 +153,10 @@ class PopulationFitness:
 
         if self.average_steps > 1:  # traced only when averaging (one-step unrolls cost layout
             _, _, total, finite = tf.while_loop(  # conversions; the default path has none)
-                lambda j, *_: j < self.average_steps - 1, body,
-                (tf.constant(0), synapses, total, finite))
+                lambda j, *_: j < self.average_steps - 1,
+                body,
+                (tf.constant(0), synapses, total, finite),
+            )
         per_network = total / self.average_steps
         per_candidate = tf.reduce_mean(tf.reshape(per_network, [candidates, m]), axis=1)
         finite = tf.reduce_all(tf.reshape(finite, [candidates, m]), axis=1)

@@ -29,8 +29,16 @@ import numpy as np
 from blur_tf.genome import Genome
 from blur_tf.rule import Rule
 
-ALWAYS_SEARCHED = ("forward_transform", "backward_transform", "neuron_keep", "neuron_update",
-                   "synapse_pre", "synapse_post", "synapse_keep", "synapse_update")
+ALWAYS_SEARCHED = (
+    "forward_transform",
+    "backward_transform",
+    "neuron_keep",
+    "neuron_update",
+    "synapse_pre",
+    "synapse_post",
+    "synapse_keep",
+    "synapse_update",
+)
 
 
 def rule_fields(rule: Rule) -> tuple[str, ...]:
@@ -50,8 +58,9 @@ def check_fields(fields: Sequence[str]) -> tuple[str, ...]:
     fields = list(fields)
     unknown = [name for name in fields if name not in Genome._fields]
     if unknown:
-        raise ValueError(f"unknown genome field(s) {', '.join(unknown)}; known: "
-                         f"{', '.join(Genome._fields)}")
+        raise ValueError(
+            f"unknown genome field(s) {', '.join(unknown)}; known: {', '.join(Genome._fields)}"
+        )
     if not fields:
         raise ValueError("give at least one genome field to search")
     if len(set(fields)) != len(fields):
@@ -84,8 +93,10 @@ class GenomeVector:
 
     def layout(self) -> list[dict]:
         """[{field, start, stop, shape}] — the documented layout, e.g. for summaries."""
-        return [{"field": name, "start": s.start, "stop": s.stop, "shape": list(shape)}
-                for name, (s, shape) in self.slices.items()]
+        return [
+            {"field": name, "start": s.start, "stop": s.stop, "shape": list(shape)}
+            for name, (s, shape) in self.slices.items()
+        ]
 
     def initial(self) -> np.ndarray:
         """The base genome as a vector [D] (float64): the search's start point."""
@@ -96,8 +107,9 @@ class GenomeVector:
         if genome.num_states != self.num_states:
             raise ValueError(f"genome has K={genome.num_states}, the mapping K={self.num_states}")
         values = genome.numpy()
-        return np.concatenate([getattr(values, name).reshape(genome.population, -1)
-                               for name in self.fields], axis=1).astype(np.float64)
+        return np.concatenate(
+            [getattr(values, name).reshape(genome.population, -1) for name in self.fields], axis=1
+        ).astype(np.float64)
 
     def decode(self, vectors) -> Genome:
         """Vectors [P, D] (or one vector [D]) → a float32 Genome of population P."""
@@ -105,8 +117,9 @@ class GenomeVector:
         if vectors.ndim == 1:
             vectors = vectors[None]
         if vectors.ndim != 2 or vectors.shape[1] != self.size:
-            raise ValueError(f"genome vectors must have shape [P, {self.size}], "
-                             f"got {list(vectors.shape)}")
+            raise ValueError(
+                f"genome vectors must have shape [P, {self.size}], got {list(vectors.shape)}"
+            )
         population = vectors.shape[0]
         fields = {}
         for name in Genome._fields:

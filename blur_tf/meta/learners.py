@@ -35,8 +35,9 @@ def _row_mask(mask: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
 
 def row_sum_of_squares(tensors) -> tf.Tensor:
     """[G]: Σ over every tensor and every non-leading axis of x², NaN-propagating."""
-    return tf.add_n([tf.reduce_sum(tf.reshape(tf.square(t), [tf.shape(t)[0], -1]), axis=1)
-                     for t in tensors])
+    return tf.add_n(
+        [tf.reduce_sum(tf.reshape(tf.square(t), [tf.shape(t)[0], -1]), axis=1) for t in tensors]
+    )
 
 
 class PopulationAdam(tf.Module):
@@ -50,16 +51,29 @@ class PopulationAdam(tf.Module):
       max_abs_value: an update that would leave any genome value beyond ± this is skipped.
     """
 
-    def __init__(self, params, learning_rate: float = 3e-3, beta_1: float = 0.9,
-                 beta_2: float = 0.999, epsilon: float = 1e-8, clip_norm: float | None = 1.0,
-                 max_abs_value: float = MAX_ABS_VALUE, name: str = "population_adam"):
+    def __init__(
+        self,
+        params,
+        learning_rate: float = 3e-3,
+        beta_1: float = 0.9,
+        beta_2: float = 0.999,
+        epsilon: float = 1e-8,
+        clip_norm: float | None = 1.0,
+        max_abs_value: float = MAX_ABS_VALUE,
+        name: str = "population_adam",
+    ):
         super().__init__(name=name)
         self.params = list(params)
-        rates = (list(learning_rate) if isinstance(learning_rate, (list, tuple))
-                 else [learning_rate] * len(self.params))
+        rates = (
+            list(learning_rate)
+            if isinstance(learning_rate, (list, tuple))
+            else [learning_rate] * len(self.params)
+        )
         if len(rates) != len(self.params) or not all(r > 0 for r in rates):
-            raise ValueError(f"learning_rate must be > 0 (one or one per variable: "
-                             f"{len(self.params)}), got {learning_rate}")
+            raise ValueError(
+                f"learning_rate must be > 0 (one or one per variable: "
+                f"{len(self.params)}), got {learning_rate}"
+            )
         if clip_norm is not None and clip_norm < 0:
             raise ValueError(f"clip_norm must be >= 0 or None, got {clip_norm}")
         if not max_abs_value > 0:
@@ -69,12 +83,13 @@ class PopulationAdam(tf.Module):
         self.learning_rates = [float(r) for r in rates]
         self.epsilon, self.clip_norm = epsilon, clip_norm or None
         num_genomes = int(self.params[0].shape[0])
-        self.first_moments = [tf.Variable(tf.zeros_like(p), trainable=False, name="m")
-                              for p in self.params]
-        self.second_moments = [tf.Variable(tf.zeros_like(p), trainable=False, name="v")
-                               for p in self.params]
-        self.steps = tf.Variable(tf.zeros([num_genomes], tf.float32), trainable=False,
-                                 name="steps")
+        self.first_moments = [
+            tf.Variable(tf.zeros_like(p), trainable=False, name="m") for p in self.params
+        ]
+        self.second_moments = [
+            tf.Variable(tf.zeros_like(p), trainable=False, name="v") for p in self.params
+        ]
+        self.steps = tf.Variable(tf.zeros([num_genomes], tf.float32), trainable=False, name="steps")
 
     def apply(self, gradients, losses: tf.Tensor):
         """One Adam step on every genome with finite loss and gradient whose new values are
@@ -89,24 +104,31 @@ class PopulationAdam(tf.Module):
         if self.clip_norm:
             scale = tf.minimum(1.0, self.clip_norm / tf.maximum(norms, 1e-12))
         steps = self.steps + 1.0  # of a genome if its update is applied
-        correction = (tf.sqrt(1.0 - tf.pow(self.beta_2, steps))
-                      / (1.0 - tf.pow(self.beta_1, steps)))
+        correction = tf.sqrt(1.0 - tf.pow(self.beta_2, steps)) / (1.0 - tf.pow(self.beta_1, steps))
         candidates = []
-        for p, m, v, g, rate in zip(self.params, self.first_moments, self.second_moments,
-                                    gradients, self.learning_rates):
+        for p, m, v, g, rate in zip(
+            self.params, self.first_moments, self.second_moments, gradients, self.learning_rates
+        ):
             g = tf.where(_row_mask(finite, p), g * _row_mask(scale, p), tf.zeros_like(g))
             new_m = self.beta_1 * m + (1.0 - self.beta_1) * g
             new_v = self.beta_2 * v + (1.0 - self.beta_2) * tf.square(g)
-            new_p = p - (rate * _row_mask(correction, p) * new_m
-                         / (tf.sqrt(new_v) + self.epsilon))
+            new_p = p - (rate * _row_mask(correction, p) * new_m / (tf.sqrt(new_v) + self.epsilon))
             candidates.append((new_p, new_m, new_v))
-        within = [tf.reduce_all(tf.reshape(tf.abs(new_p) <= self.max_abs_value,  # NaN: False
-                                           [tf.shape(new_p)[0], -1]), axis=1)
-                  for new_p, _, _ in candidates]
+        within = [
+            tf.reduce_all(
+                tf.reshape(
+                    tf.abs(new_p) <= self.max_abs_value,  # NaN: False
+                    [tf.shape(new_p)[0], -1],
+                ),
+                axis=1,
+            )
+            for new_p, _, _ in candidates
+        ]
         applied = finite & tf.reduce_all(tf.stack(within), axis=0)
         self.steps.assign(self.steps + tf.cast(applied, tf.float32))
         for (p, m, v), (new_p, new_m, new_v) in zip(
-                zip(self.params, self.first_moments, self.second_moments), candidates):
+            zip(self.params, self.first_moments, self.second_moments), candidates
+        ):
             mask = _row_mask(applied, p)
             m.assign(tf.where(mask, new_m, m))
             v.assign(tf.where(mask, new_v, v))

@@ -142,13 +142,26 @@ class OuterLoop:
         keeps checkpoints and writes summaries.
     """
 
-    def __init__(self, algorithm: OuterAlgorithm, schedule, *,
-                 validator: Validator | None = None, validation_length: int | None = None,
-                 validate_every: int = 100, checkpoint_every: int = 100, log_every: int = 10,
-                 checkpoint_dir: str | None = None, summary_dir: str | None = None,
-                 keep_checkpoints: int = 3, strategy=None):
-        for name, value in (("validate_every", validate_every),
-                            ("checkpoint_every", checkpoint_every), ("log_every", log_every)):
+    def __init__(
+        self,
+        algorithm: OuterAlgorithm,
+        schedule,
+        *,
+        validator: Validator | None = None,
+        validation_length: int | None = None,
+        validate_every: int = 100,
+        checkpoint_every: int = 100,
+        log_every: int = 10,
+        checkpoint_dir: str | None = None,
+        summary_dir: str | None = None,
+        keep_checkpoints: int = 3,
+        strategy=None,
+    ):
+        for name, value in (
+            ("validate_every", validate_every),
+            ("checkpoint_every", checkpoint_every),
+            ("log_every", log_every),
+        ):
             check_count(name, value, 0)
         if validation_length is not None:
             check_count("validation_length", validation_length, 1)
@@ -158,9 +171,17 @@ class OuterLoop:
         self.validate_every, self.checkpoint_every = validate_every, checkpoint_every
         self.log_every = log_every
         chief = distribute.is_chief(strategy)
-        self.checkpoint = (CheckpointState(checkpoint_dir, keep_checkpoints,
-                                           optional=algorithm.optional_state, chief=chief,
-                                           **algorithm.state()) if checkpoint_dir else None)
+        self.checkpoint = (
+            CheckpointState(
+                checkpoint_dir,
+                keep_checkpoints,
+                optional=algorithm.optional_state,
+                chief=chief,
+                **algorithm.state(),
+            )
+            if checkpoint_dir
+            else None
+        )
         self.summaries = SummaryWriter(summary_dir) if summary_dir and chief else None
         self.step_count = 0
         self.last_validation: ValidationResult | None = None
@@ -226,8 +247,9 @@ class OuterLoop:
         return result
 
     # ----------------------------------------------------------------------------- loop
-    def train(self, total: int, resume: bool = True, stop: StopRequest | None = None,
-              progress=None) -> LoopResult:
+    def train(
+        self, total: int, resume: bool = True, stop: StopRequest | None = None, progress=None
+    ) -> LoopResult:
         """Runs steps until the counter reaches `total` (module doc); `progress(step, total)`
         is called after every step if given."""
         check_count(f"{self.algorithm.unit}s", total, 0)
@@ -259,8 +281,12 @@ class OuterLoop:
                     progress(step, total)
             validation = None
             if interrupted:
-                log.warning("stop requested (signal %s) at %s %d: saving a checkpoint",
-                            stop.signum, self.algorithm.unit, self.step_count)
+                log.warning(
+                    "stop requested (signal %s) at %s %d: saving a checkpoint",
+                    stop.signum,
+                    self.algorithm.unit,
+                    self.step_count,
+                )
             else:
                 self.algorithm.finish(self.validator is not None)
                 validation = self.validate()  # from the cache if this step was validated
@@ -268,6 +294,12 @@ class OuterLoop:
         finally:
             if self.summaries:
                 self.summaries.flush()
-        return LoopResult(self.step_count, steps_run, interrupted,
-                          stop.signum if interrupted else None, time.time() - start,
-                          step_seconds, validation)
+        return LoopResult(
+            self.step_count,
+            steps_run,
+            interrupted,
+            stop.signum if interrupted else None,
+            time.time() - start,
+            step_seconds,
+            validation,
+        )

@@ -66,8 +66,10 @@ def sample_members(source, seed, population: int, batch_size: int, stream: str):
     """(x [P, B, n], y [P, B]) from one task source: P·B examples, reshaped per member."""
     sampler = source.sample_train if stream == "train" else source.sample_eval
     x, y = sampler(seed, population * batch_size)
-    return (tf.reshape(tf.cast(x, tf.float32), [population, batch_size, source.input_size]),
-            tf.reshape(tf.cast(y, tf.int32), [population, batch_size]))
+    return (
+        tf.reshape(tf.cast(x, tf.float32), [population, batch_size, source.input_size]),
+        tf.reshape(tf.cast(y, tf.int32), [population, batch_size]),
+    )
 
 
 class InnerProblem:
@@ -84,26 +86,37 @@ class InnerProblem:
       objective: the meta-loss, a key of `OBJECTIVES`.
     """
 
-    def __init__(self, tasks: Sequence, hidden_sizes: Sequence[int], rule: Rule,
-                 batch_size: int, eval_batch_size: int | None = None,
-                 logit_scale: float = 1.0, objective: str = "cross_entropy"):
+    def __init__(
+        self,
+        tasks: Sequence,
+        hidden_sizes: Sequence[int],
+        rule: Rule,
+        batch_size: int,
+        eval_batch_size: int | None = None,
+        logit_scale: float = 1.0,
+        objective: str = "cross_entropy",
+    ):
         tasks = list(tasks)
         if not tasks:
             raise ValueError("meta-training needs at least one training task")
         strangers = [task_name(t) for t in tasks if not isinstance(t, TaskSource)]
         if strangers:
-            raise ValueError(f"training tasks must be task sources (blur_tf.tasks.TaskSource), "
-                             f"got {strangers}")
+            raise ValueError(
+                f"training tasks must be task sources (blur_tf.tasks.TaskSource), got {strangers}"
+            )
         if objective not in OBJECTIVES:
             raise ValueError(f"meta-loss objective {objective!r}; one of {sorted(OBJECTIVES)}")
         input_sizes = {int(t.input_size) for t in tasks}
         if len(input_sizes) != 1:
-            raise ValueError("all training tasks must have the same input size (members of one "
-                             "compiled meta-step share the network shape), got "
-                             + ", ".join(f"{task_name(t)}: {t.input_size}" for t in tasks))
+            raise ValueError(
+                "all training tasks must have the same input size (members of one "
+                "compiled meta-step share the network shape), got "
+                + ", ".join(f"{task_name(t)}: {t.input_size}" for t in tasks)
+            )
         if not isinstance(batch_size, int) or batch_size < 2:
-            raise ValueError(f"batch_size must be an int >= 2 (normalization needs a batch), "
-                             f"got {batch_size!r}")
+            raise ValueError(
+                f"batch_size must be an int >= 2 (normalization needs a batch), got {batch_size!r}"
+            )
         eval_batch_size = batch_size if eval_batch_size is None else eval_batch_size
         if not isinstance(eval_batch_size, int) or eval_batch_size < 2:
             raise ValueError(f"eval_batch_size must be an int >= 2, got {eval_batch_size!r}")
@@ -126,11 +139,17 @@ class InnerProblem:
     def num_tasks(self) -> int:
         return len(self.tasks)
 
-    def initial_params(self, seed: int, population: int, transform_std: float = 0.5,
-                       synapse_update: float = 0.05) -> Genome:
+    def initial_params(
+        self, seed: int, population: int, transform_std: float = 0.5, synapse_update: float = 0.05
+    ) -> Genome:
         """The meta-parameters meta-training starts from: `Genome.random` of the rule's K."""
-        return Genome.random(self.rule.num_states, seed=seed, population=population,
-                             transform_std=transform_std, synapse_update=synapse_update)
+        return Genome.random(
+            self.rule.num_states,
+            seed=seed,
+            population=population,
+            transform_std=transform_std,
+            synapse_update=synapse_update,
+        )
 
     def check_params(self, genome) -> None:
         """ValueError unless `genome` is a genome for this problem's rule."""
@@ -147,8 +166,9 @@ class InnerProblem:
 
     def sample_task_ids(self, seed: tf.Tensor, population: int) -> tf.Tensor:
         """int32 [P]: the training task of each member at the meta-step of `seed`."""
-        return tf.random.stateless_uniform([population], seeds.fold(seed, seeds.TASKS),
-                                           0, len(self.tasks), dtype=tf.int32)
+        return tf.random.stateless_uniform(
+            [population], seeds.fold(seed, seeds.TASKS), 0, len(self.tasks), dtype=tf.int32
+        )
 
     def sample(self, seed: tf.Tensor, population: int, task_ids: tf.Tensor | None = None):
         """In-graph data of one meta-step; `task_ids` [P] overrides the drawn task choice.
@@ -165,19 +185,26 @@ class InnerProblem:
                 return pairs[0]
             xs = tf.stack([x for x, _ in pairs], axis=1)  # [P, N, B, n]
             ys = tf.stack([y for _, y in pairs], axis=1)
-            return (tf.gather(xs, task_ids, axis=1, batch_dims=1),
-                    tf.gather(ys, task_ids, axis=1, batch_dims=1))
+            return (
+                tf.gather(xs, task_ids, axis=1, batch_dims=1),
+                tf.gather(ys, task_ids, axis=1, batch_dims=1),
+            )
 
         data_seed = seeds.fold(seed, seeds.DATA)
 
         def batch_fn(t):
             step = seeds.fold(data_seed, t)
-            return select([sample_members(s, step, population, self.batch_size, "train")
-                           for s in sources])
+            return select(
+                [sample_members(s, step, population, self.batch_size, "train") for s in sources]
+            )
 
         eval_seed = seeds.fold(seed, seeds.EVAL)
-        eval_batch = select([sample_members(s, eval_seed, population, self.eval_batch_size,
-                                            "eval") for s in sources])
+        eval_batch = select(
+            [
+                sample_members(s, eval_seed, population, self.eval_batch_size, "eval")
+                for s in sources
+            ]
+        )
         return task_ids, batch_fn, eval_batch
 
     def loss(self, logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:

@@ -24,16 +24,27 @@ def _full(problem, population, meta_batch, *, meta_loss, **_):
     return FullUnrollGradient(problem, meta_batch)
 
 
-ESTIMATORS = {
-    "full": _full,
-    "segmented": lambda problem, population, meta_batch, *, segment_length, meta_loss,
-    jit_compile, **_: SegmentedUnrollGradient(problem, meta_batch, segment_length, meta_loss,
-                                              jit_compile),
-    "truncated": lambda problem, population, meta_batch, *, truncation_length, meta_loss,
-    jit_compile, segment_length, **_: TruncatedUnrollGradient(
-        problem, population, meta_batch, truncation_length, meta_loss, jit_compile,
-        segment_length),
-}
+def _segmented(problem, population, meta_batch, *, segment_length, meta_loss, jit_compile, **_):
+    return SegmentedUnrollGradient(problem, meta_batch, segment_length, meta_loss, jit_compile)
+
+
+def _truncated(
+    problem,
+    population,
+    meta_batch,
+    *,
+    truncation_length,
+    meta_loss,
+    jit_compile,
+    segment_length,
+    **_,
+):
+    return TruncatedUnrollGradient(
+        problem, population, meta_batch, truncation_length, meta_loss, jit_compile, segment_length
+    )
+
+
+ESTIMATORS = {"full": _full, "segmented": _segmented, "truncated": _truncated}
 
 
 def make_estimator(name: str, problem, population: int, meta_batch: int, **options):

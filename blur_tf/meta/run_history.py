@@ -23,7 +23,10 @@ def read_scalars(logdir: str, tag: str) -> list[tuple[int, float]]:
         for event in tf.compat.v1.train.summary_iterator(path):
             for value in event.summary.value:
                 if value.tag == tag:
-                    number = (tf.make_ndarray(value.tensor) if value.HasField("tensor")
-                              else value.simple_value)
+                    number = (
+                        tf.make_ndarray(value.tensor)
+                        if value.HasField("tensor")
+                        else value.simple_value
+                    )
                     values[int(event.step)] = float(np.asarray(number))
     return sorted(values.items())

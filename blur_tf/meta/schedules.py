@@ -168,14 +168,17 @@ def parse_schedule(spec: str, seed: int = 0):
         try:
             jitter = float(match.group(2))
         except ValueError:
-            raise ValueError(f"unroll schedule {spec!r}: jitter {match.group(2)!r} is not a "
-                             "number") from None
+            raise ValueError(
+                f"unroll schedule {spec!r}: jitter {match.group(2)!r} is not a number"
+            ) from None
     if m := re.fullmatch(r"constant:" + _INT, text):
         schedule = ConstantSchedule(int(m.group(1)))
     elif m := re.fullmatch(r"curriculum:" + ",".join([_INT] * 4), text):
         schedule = CurriculumSchedule(*(int(g) for g in m.groups()))
     else:
-        raise ValueError(f"unroll schedule {spec!r} not understood; expected 'constant:T' or "
-                         "'curriculum:START,INCREMENT,EVERY,MAXIMUM' (ints), optionally "
-                         "followed by ',jitter=F' with 0 <= F < 1")
+        raise ValueError(
+            f"unroll schedule {spec!r} not understood; expected 'constant:T' or "
+            "'curriculum:START,INCREMENT,EVERY,MAXIMUM' (ints), optionally "
+            "followed by ',jitter=F' with 0 <= F < 1"
+        )
     return Jittered(schedule, jitter, seed) if jitter else schedule

@@ -22,8 +22,7 @@ def step_seed(seed: int, step: int, salt: int = 0) -> np.ndarray:
 
 def int_seed(seed: int, step: int, salt: int = 0) -> int:
     """A non-negative Python int derived from (seed, step, salt), for APIs that take an int seed."""
-    return int(np.random.SeedSequence([int(seed), int(step), int(salt)]).generate_state(1)[0]
-               >> 1)
+    return int(np.random.SeedSequence([int(seed), int(step), int(salt)]).generate_state(1)[0] >> 1)
 
 
 def fold(seed: tf.Tensor, data) -> tf.Tensor:

@@ -54,8 +54,16 @@ class SummaryWriter:
             tf.summary.text("flags", "```\n" + text + "\n```")
         self.writer.flush()
 
-    def train(self, step: int, loss: float, task_accuracy: dict, unroll_length: int,
-              skipped: int, steps_per_second: float | None, gradient_norm: float):
+    def train(
+        self,
+        step: int,
+        loss: float,
+        task_accuracy: dict,
+        unroll_length: int,
+        skipped: int,
+        steps_per_second: float | None,
+        gradient_norm: float,
+    ):
         with self.writer.as_default(step=step):
             tf.summary.scalar("meta/loss", loss)
             for task, accuracy in task_accuracy.items():
@@ -77,8 +85,10 @@ class SummaryWriter:
             for task, curves in result.curves.items():
                 tag = _tag_safe(task)
                 tf.summary.scalar(f"validation/accuracy/{tag}", float(curves[best, -1]))
-                tf.summary.image(f"validation/curve/{tag}",
-                                 curve_image(curves, best, f"{task}, T={result.length}"))
+                tf.summary.image(
+                    f"validation/curve/{tag}",
+                    curve_image(curves, best, f"{task}, T={result.length}"),
+                )
             tf.summary.scalar("validation/score", float(result.scores()[best]))
         self.writer.flush()
 
@@ -88,8 +98,9 @@ class SummaryWriter:
             for name in Genome._fields:
                 tf.summary.histogram(f"genome/{name}", getattr(values, name))
             for name in MATRIX_FIELDS:
-                tf.summary.image(f"genome_heatmap/{name}",
-                                 heatmap_image(getattr(values, name)[best]))
+                tf.summary.image(
+                    f"genome_heatmap/{name}", heatmap_image(getattr(values, name)[best])
+                )
         self.writer.flush()
 
     def flush(self):

@@ -82,26 +82,62 @@ class MetaTrainer(OuterLoop):
         ValueError (before any work) unless its replica count divides meta_batch.
     """
 
-    def __init__(self, problem: InnerProblem, schedule, *, population: int = 1,
-                 meta_batch: int = 1, learning_rate: float = 3e-3, clip_norm: float = 1.0,
-                 seed: int = 0, genome: Genome | None = None, identical_init: bool = False,
-                 transform_std: float = 0.5, synapse_update: float = 0.05,
-                 validator: Validator | None = None, validation_length: int | None = None,
-                 validate_every: int = 100, checkpoint_every: int = 100, log_every: int = 10,
-                 checkpoint_dir: str | None = None, summary_dir: str | None = None,
-                 keep_checkpoints: int = 3, max_consecutive_skips: int = 20, estimator=None,
-                 learner=None, strategy=None):
+    def __init__(
+        self,
+        problem: InnerProblem,
+        schedule,
+        *,
+        population: int = 1,
+        meta_batch: int = 1,
+        learning_rate: float = 3e-3,
+        clip_norm: float = 1.0,
+        seed: int = 0,
+        genome: Genome | None = None,
+        identical_init: bool = False,
+        transform_std: float = 0.5,
+        synapse_update: float = 0.05,
+        validator: Validator | None = None,
+        validation_length: int | None = None,
+        validate_every: int = 100,
+        checkpoint_every: int = 100,
+        log_every: int = 10,
+        checkpoint_dir: str | None = None,
+        summary_dir: str | None = None,
+        keep_checkpoints: int = 3,
+        max_consecutive_skips: int = 20,
+        estimator=None,
+        learner=None,
+        strategy=None,
+    ):
         algorithm = GradientMetaTraining(
-            problem, population=population, meta_batch=meta_batch, learning_rate=learning_rate,
-            clip_norm=clip_norm, seed=seed, genome=genome, identical_init=identical_init,
-            transform_std=transform_std, synapse_update=synapse_update,
-            max_consecutive_skips=max_consecutive_skips, estimator=estimator, learner=learner,
-            strategy=strategy)
-        super().__init__(algorithm, schedule, validator=validator,
-                         validation_length=validation_length, validate_every=validate_every,
-                         checkpoint_every=checkpoint_every, log_every=log_every,
-                         checkpoint_dir=checkpoint_dir, summary_dir=summary_dir,
-                         keep_checkpoints=keep_checkpoints, strategy=strategy)
+            problem,
+            population=population,
+            meta_batch=meta_batch,
+            learning_rate=learning_rate,
+            clip_norm=clip_norm,
+            seed=seed,
+            genome=genome,
+            identical_init=identical_init,
+            transform_std=transform_std,
+            synapse_update=synapse_update,
+            max_consecutive_skips=max_consecutive_skips,
+            estimator=estimator,
+            learner=learner,
+            strategy=strategy,
+        )
+        super().__init__(
+            algorithm,
+            schedule,
+            validator=validator,
+            validation_length=validation_length,
+            validate_every=validate_every,
+            checkpoint_every=checkpoint_every,
+            log_every=log_every,
+            checkpoint_dir=checkpoint_dir,
+            summary_dir=summary_dir,
+            keep_checkpoints=keep_checkpoints,
+            strategy=strategy,
+        )
 
     def _maybe_sync(self, step: int) -> None:
         """The stage hook at the current meta-step `step` (validate and synchronize at a new
@@ -110,11 +146,19 @@ class MetaTrainer(OuterLoop):
             raise ValueError(f"the trainer is at meta-step {self.step_count}, not {step}")
         self.before_step()
 
-    def train(self, num_steps: int, resume: bool = True, stop: StopRequest | None = None,
-              progress=None) -> TrainResult:
+    def train(
+        self, num_steps: int, resume: bool = True, stop: StopRequest | None = None, progress=None
+    ) -> TrainResult:
         """Runs meta-steps until the counter reaches `num_steps` (`OuterLoop.train`)."""
         result = super().train(num_steps, resume, stop, progress)
-        return TrainResult(result.steps, result.steps_run, result.interrupted, result.signum,
-                           result.seconds, result.step_seconds,
-                           int(self.algorithm.skipped.numpy()), result.validation,
-                           int(self.algorithm.skipped_meta_steps.numpy()))
+        return TrainResult(
+            result.steps,
+            result.steps_run,
+            result.interrupted,
+            result.signum,
+            result.seconds,
+            result.step_seconds,
+            int(self.algorithm.skipped.numpy()),
+            result.validation,
+            int(self.algorithm.skipped_meta_steps.numpy()),
+        )

@@ -44,14 +44,23 @@ class TruncatedUnrollGradient(tf.Module, Estimator):
         and differentiates each truncation (segment_length defaults to, and is capped at, U).
     """
 
-    def __init__(self, problem: InnerProblem, population: int, meta_batch: int,
-                 truncation_length: int = 10, meta_loss: str = "final",
-                 jit_compile: bool = True, segment_length: int | None = None):
+    def __init__(
+        self,
+        problem: InnerProblem,
+        population: int,
+        meta_batch: int,
+        truncation_length: int = 10,
+        meta_loss: str = "final",
+        jit_compile: bool = True,
+        segment_length: int | None = None,
+    ):
         super().__init__(name="truncated_unroll")
         if problem.has_families:
-            raise ValueError("the truncated estimator needs fixed training tasks (a persistent "
-                             "network keeps its task for a whole episode); task families draw "
-                             "a new problem every meta-step")
+            raise ValueError(
+                "the truncated estimator needs fixed training tasks (a persistent "
+                "network keeps its task for a whole episode); task families draw "
+                "a new problem every meta-step"
+            )
         if not isinstance(truncation_length, int) or truncation_length < 1:
             raise ValueError(f"truncation_length must be an int >= 1, got {truncation_length!r}")
         if not isinstance(population, int) or population < 1:
@@ -59,18 +68,23 @@ class TruncatedUnrollGradient(tf.Module, Estimator):
         self.problem, self.population, self.meta_batch = problem, population, meta_batch
         self.truncation_length = truncation_length
         self.unroll = SegmentedUnrollGradient(
-            problem, meta_batch, min(segment_length or truncation_length, truncation_length),
-            meta_loss, jit_compile)
+            problem,
+            meta_batch,
+            min(segment_length or truncation_length, truncation_length),
+            meta_loss,
+            jit_compile,
+        )
         networks = population * meta_batch
-        forwards, backwards = problem.network.to_channel_major(
-            problem.init_synapses(networks, 0))
+        forwards, backwards = problem.network.to_channel_major(problem.init_synapses(networks, 0))
         self.forwards = [tf.Variable(w, trainable=False, name="forward") for w in forwards]
         self.backwards = [tf.Variable(v, trainable=False, name="backward") for v in backwards]
         self.ages = tf.Variable(tf.zeros([networks], tf.int32), trainable=False, name="ages")
-        self.remaining = tf.Variable(tf.zeros([networks], tf.int32), trainable=False,
-                                     name="remaining")  # truncations left; 0 = reset next
-        self.task_ids = tf.Variable(tf.zeros([networks], tf.int32), trainable=False,
-                                    name="task_ids")
+        self.remaining = tf.Variable(
+            tf.zeros([networks], tf.int32), trainable=False, name="remaining"
+        )  # truncations left; 0 = reset next
+        self.task_ids = tf.Variable(
+            tf.zeros([networks], tf.int32), trainable=False, name="task_ids"
+        )
         self.started = tf.Variable(False, trainable=False, name="started")
 
     def estimate(self, params, state, seed: tf.Tensor, length: tf.Tensor):
@@ -80,15 +94,21 @@ class TruncatedUnrollGradient(tf.Module, Estimator):
         genome = tf.nest.map_structure(tf.convert_to_tensor, params)
         networks = self.population * self.meta_batch
         if population_of(genome) != self.population:
-            raise ValueError(f"genome population {population_of(genome)} differs "
-                             f"from the estimator's {self.population}")
-        per_episode = tf.maximum((length + self.truncation_length - 1)
-                                 // self.truncation_length, 1)
-        stagger = tf.where(self.started, 0,
-                           (tf.range(networks) * per_episode) // networks)
-        finite = tf.reduce_all(tf.stack(
-            [tf.reduce_all(tf.math.is_finite(tf.reshape(v, [networks, -1])), axis=1)
-             for v in self.forwards + self.backwards]), axis=0)
+            raise ValueError(
+                f"genome population {population_of(genome)} differs "
+                f"from the estimator's {self.population}"
+            )
+        per_episode = tf.maximum((length + self.truncation_length - 1) // self.truncation_length, 1)
+        stagger = tf.where(self.started, 0, (tf.range(networks) * per_episode) // networks)
+        finite = tf.reduce_all(
+            tf.stack(
+                [
+                    tf.reduce_all(tf.math.is_finite(tf.reshape(v, [networks, -1])), axis=1)
+                    for v in self.forwards + self.backwards
+                ]
+            ),
+            axis=0,
+        )
         reset = tf.equal(self.remaining, 0) | ~finite  # a blown-up network starts over
         fresh_forwards, fresh_backwards = self.problem.network.to_channel_major(state)
 
@@ -96,20 +116,22 @@ class TruncatedUnrollGradient(tf.Module, Estimator):
             mask = tf.reshape(reset, [-1] + [1] * (kept.shape.rank - 1))
             return tf.where(mask, fresh, kept)
 
-        state = (tuple(select(f, v) for f, v in zip(fresh_forwards, self.forwards)),
-                 tuple(select(f, v) for f, v in zip(fresh_backwards, self.backwards)))
+        state = (
+            tuple(select(f, v) for f, v in zip(fresh_forwards, self.forwards)),
+            tuple(select(f, v) for f, v in zip(fresh_backwards, self.backwards)),
+        )
         task_ids = tf.where(reset, self.problem.sample_task_ids(seed, networks), self.task_ids)
         ages = tf.where(reset, 0, self.ages)
         remaining = tf.where(reset, per_episode - stagger, self.remaining)
         _, batch_fn, eval_batch = self.problem.sample(seed, networks, task_ids)
         length = tf.constant(self.truncation_length)
         losses, gradients, (forwards, backwards), final_accuracy = self.unroll.unroll_gradient(
-            genome, state, batch_fn, eval_batch, length)
+            genome, state, batch_fn, eval_batch, length
+        )
         for variable, value in zip(self.forwards + self.backwards, forwards + backwards):
             variable.assign(value)
         self.ages.assign(ages + length)
         self.remaining.assign(remaining - 1)
         self.task_ids.assign(task_ids)
         self.started.assign(True)
-        return losses, gradients, {"task_ids": task_ids, "accuracy": final_accuracy,
-                                   "ages": ages}
+        return losses, gradients, {"task_ids": task_ids, "accuracy": final_accuracy, "ages": ages}

@@ -72,9 +72,17 @@ class Validator:
       score: how genomes are ranked (`ValidationResult.score`): 'final' or 'mean'.
     """
 
-    def __init__(self, tasks: Sequence, hidden_sizes: Sequence[int], rule: Rule,
-                 batch_size: int, networks: int = 4, eval_examples: int = 512, seed: int = 0,
-                 score: str = "final"):
+    def __init__(
+        self,
+        tasks: Sequence,
+        hidden_sizes: Sequence[int],
+        rule: Rule,
+        batch_size: int,
+        networks: int = 4,
+        eval_examples: int = 512,
+        seed: int = 0,
+        score: str = "final",
+    ):
         if score not in SCORES:
             raise ValueError(f"validation score {score!r}; one of {SCORES}")
         self.score = score
@@ -89,12 +97,17 @@ class Validator:
         hidden = check_hidden_sizes(hidden_sizes)
         self.networks_per_genome, self.batch_size = networks, batch_size
         self.eval_examples, self.seed, self.rule = eval_examples, int(seed), rule
-        self.networks = [BlurNetwork([int(t.input_size), *hidden, int(t.num_classes)], rule)
-                         for t in self.tasks]
-        self._synapses = [n.init_synapses(networks, seeds.int_seed(seed, i, seeds.SYNAPSES))
-                          for i, n in enumerate(self.networks)]
-        self._compiled = [tf.function(self._make_curve_fn(i), reduce_retracing=True)
-                          for i in range(len(self.tasks))]
+        self.networks = [
+            BlurNetwork([int(t.input_size), *hidden, int(t.num_classes)], rule) for t in self.tasks
+        ]
+        self._synapses = [
+            n.init_synapses(networks, seeds.int_seed(seed, i, seeds.SYNAPSES))
+            for i, n in enumerate(self.networks)
+        ]
+        self._compiled = [
+            tf.function(self._make_curve_fn(i), reduce_retracing=True)
+            for i in range(len(self.tasks))
+        ]
 
     def _make_curve_fn(self, index: int):
         task, network = self.tasks[index], self.networks[index]
@@ -104,8 +117,9 @@ class Validator:
         def curve(genome: Genome, synapses, length):
             num_genomes = int(genome.forward_transform.shape[0])
             members = repeat_genome(genome, m)
-            x_eval, y_eval = sample_members(task, seeds.fold(base_seed, seeds.EVAL), m,
-                                            self.eval_examples, "eval")
+            x_eval, y_eval = sample_members(
+                task, seeds.fold(base_seed, seeds.EVAL), m, self.eval_examples, "eval"
+            )
             tile = lambda t: tf.tile(t, [num_genomes] + [1] * (t.shape.rank - 1))
             x_eval, y_eval = tile(x_eval), tile(y_eval)
             data_seed = seeds.fold(base_seed, seeds.DATA)
@@ -126,6 +140,8 @@ class Validator:
             raise ValueError(f"validation length must be an int >= 0, got {length!r}")
         genome = genome.as_tensors()
         length_t = tf.constant(int(length), tf.int32)
-        curves = {name: fn(genome, synapses, length_t).numpy()
-                  for name, fn, synapses in zip(self.names, self._compiled, self._synapses)}
+        curves = {
+            name: fn(genome, synapses, length_t).numpy()
+            for name, fn, synapses in zip(self.names, self._compiled, self._synapses)
+        }
         return ValidationResult(int(length), curves, self.score)

@@ -39,8 +39,14 @@ def command(arm: Arm, out_dir: str, tfds_manual_dir: str | None) -> list[str]:
     if arm.genome is not None:
         return ["genome", arm.genome, *(["rule", arm.rule] if arm.rule else [])]
     data = [f"--tfds_manual_dir={tfds_manual_dir}"] if tfds_manual_dir else []
-    return ["python", "-m", f"launchers.{arm.launcher}", *arm.flags,
-            f"--out_dir={arm_dir(out_dir, arm.name)}", *data]
+    return [
+        "python",
+        "-m",
+        f"launchers.{arm.launcher}",
+        *arm.flags,
+        f"--out_dir={arm_dir(out_dir, arm.name)}",
+        *data,
+    ]
 
 
 def read_record(out_dir: str, name: str) -> dict | None:
@@ -66,6 +72,7 @@ def write_genome_arm(arm: Arm, folder: str) -> None:
     from blur_tf.genome import Genome, resolve_genome_path  # pylint: disable=g-import-not-at-top
     from blur_tf.rule import Rule  # pylint: disable=g-import-not-at-top
     from blur_tf.training import backprop_init_lr  # pylint: disable=g-import-not-at-top
+
     overrides = parse_rule_overrides(arm.rule) if arm.rule else {}
     if arm.genome.startswith("random:"):
         try:
@@ -84,12 +91,20 @@ def write_genome_arm(arm: Arm, folder: str) -> None:
             raise ValueError(f"genome={arm.genome!r}: {e}") from None
         learner = load_learner(arm.genome, overrides)
         genome, rule = learner.genome, learner.rule
-    genome.save(os.path.join(folder, "genome.json"),
-                metadata={"rule": rule.to_dict(), "source": arm.genome, "rule_overrides": arm.rule})
+    genome.save(
+        os.path.join(folder, "genome.json"),
+        metadata={"rule": rule.to_dict(), "source": arm.genome, "rule_overrides": arm.rule},
+    )
 
 
-def run_arms(arms, out_dir: str, tfds_manual_dir: str | None, parallel: int = 1,
-             retry_failed: bool = False, log=print) -> dict:
+def run_arms(
+    arms,
+    out_dir: str,
+    tfds_manual_dir: str | None,
+    parallel: int = 1,
+    retry_failed: bool = False,
+    log=print,
+) -> dict:
     """Runs the arms not done yet (module doc); {name: record} of the arms run in this call."""
     pending = []
     for arm in arms:
@@ -119,9 +134,15 @@ def run_arms(arms, out_dir: str, tfds_manual_dir: str | None, parallel: int = 1,
                 record = _finish(name, process.returncode, cmd, start, out_dir)
                 if record is not None:
                     records[name] = record
-                log(f"arm {name}: " + (record["status"] if record else
-                                       f"stopped (status {process.returncode}); rerun resumes it")
-                    + (f" ({record['wall_seconds']:.0f} s)" if record else ""))
+                log(
+                    f"arm {name}: "
+                    + (
+                        record["status"]
+                        if record
+                        else f"stopped (status {process.returncode}); rerun resumes it"
+                    )
+                    + (f" ({record['wall_seconds']:.0f} s)" if record else "")
+                )
     finally:
         for process, _, _, log_file in running.values():  # stopped: let the arms checkpoint
             process.terminate()
@@ -139,8 +160,13 @@ def _genome_arm(arm: Arm, cmd, out_dir: str) -> dict:
         status, error = "ok", None
     except ValueError as e:
         status, error = "failed", str(e)
-    record = {"status": status, "returncode": 0 if status == "ok" else 2, "error": error,
-              "command": cmd, "wall_seconds": time.perf_counter() - start}
+    record = {
+        "status": status,
+        "returncode": 0 if status == "ok" else 2,
+        "error": error,
+        "command": cmd,
+        "wall_seconds": time.perf_counter() - start,
+    }
     write_json_atomic(os.path.join(folder, ARM_FILE), record)
     return record
 
@@ -150,8 +176,12 @@ def _start(arm: Arm, cmd, out_dir: str):
     os.makedirs(folder, exist_ok=True)
     log_file = open(os.path.join(folder, "log.txt"), "a")
     path = os.pathsep.join(p for p in (REPOSITORY, os.environ.get("PYTHONPATH")) if p)
-    process = subprocess.Popen([sys.executable, *cmd[1:]], stdout=log_file,
-                               stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONPATH=path))
+    process = subprocess.Popen(
+        [sys.executable, *cmd[1:]],
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        env=dict(os.environ, PYTHONPATH=path),
+    )
     return process, cmd, time.perf_counter(), log_file
 
 
@@ -164,7 +194,12 @@ def _finish(name: str, returncode: int, cmd, start: float, out_dir: str) -> dict
         with open(os.path.join(folder, "log.txt")) as f:
             lines = [l.strip() for l in f if l.strip()]
         error = lines[-1] if lines else f"exit status {returncode}"
-    record = {"status": "ok" if returncode == 0 else "failed", "returncode": returncode,
-              "error": error, "command": cmd, "wall_seconds": time.perf_counter() - start}
+    record = {
+        "status": "ok" if returncode == 0 else "failed",
+        "returncode": returncode,
+        "error": error,
+        "command": cmd,
+        "wall_seconds": time.perf_counter() - start,
+    }
     write_json_atomic(os.path.join(folder, ARM_FILE), record)
     return record

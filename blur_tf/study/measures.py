@@ -21,10 +21,21 @@ from __future__ import annotations
 import numpy as np
 
 OPTIONS = {
-    "accuracy": {"tasks": None, "layer_sizes": None, "steps": "1,5,10,20,50", "seeds": "3",
-                 "batch_size": "64", "eval_examples": ""},
-    "asymmetry": {"task": "toy.xor", "layer_sizes": "20", "examples": "256", "seed": "0",
-                  "inner_steps": "0"},
+    "accuracy": {
+        "tasks": None,
+        "layer_sizes": None,
+        "steps": "1,5,10,20,50",
+        "seeds": "3",
+        "batch_size": "64",
+        "eval_examples": "",
+    },
+    "asymmetry": {
+        "task": "toy.xor",
+        "layer_sizes": "20",
+        "examples": "256",
+        "seed": "0",
+        "inner_steps": "0",
+    },
 }
 
 
@@ -43,8 +54,9 @@ def check_options(kind: str, options: dict, where: str) -> dict:
     allowed = OPTIONS[kind]
     unknown = sorted(set(options) - set(allowed))
     if unknown:
-        raise ValueError(f"{where}: unknown option(s) {unknown} for kind={kind}; allowed: "
-                         f"{sorted(allowed)}")
+        raise ValueError(
+            f"{where}: unknown option(s) {unknown} for kind={kind}; allowed: {sorted(allowed)}"
+        )
     values = {**{k: v for k, v in allowed.items() if v is not None}, **options}
     missing = sorted(k for k in allowed if k not in values)
     if missing:
@@ -57,19 +69,26 @@ def check_options(kind: str, options: dict, where: str) -> dict:
                 "steps": _ints(values["steps"], "steps"),
                 "seeds": _ints(values["seeds"], "seeds")[0],
                 "batch_size": _ints(values["batch_size"], "batch_size")[0],
-                "eval_examples": (_ints(values["eval_examples"], "eval_examples")[0]
-                                  if values["eval_examples"] else None)}
+                "eval_examples": (
+                    _ints(values["eval_examples"], "eval_examples")[0]
+                    if values["eval_examples"]
+                    else None
+                ),
+            }
             from blur_tf.tasks.spec import parse_spec  # pylint: disable=g-import-not-at-top
+
             for task in parsed["tasks"]:
                 parse_spec(task)
             if not parsed["tasks"] or parsed["seeds"] < 1 or parsed["batch_size"] < 2:
                 raise ValueError("needs tasks, seeds >= 1 and batch_size >= 2")
         else:
-            parsed = {"task": values["task"], "layer_sizes": _ints(values["layer_sizes"],
-                                                                   "layer_sizes"),
-                      **{k: _ints(values[k], k)[0] for k in ("examples", "seed",
-                                                             "inner_steps")}}
+            parsed = {
+                "task": values["task"],
+                "layer_sizes": _ints(values["layer_sizes"], "layer_sizes"),
+                **{k: _ints(values[k], k)[0] for k in ("examples", "seed", "inner_steps")},
+            }
             from blur_tf.tasks.spec import parse_spec  # pylint: disable=g-import-not-at-top
+
             parse_spec(parsed["task"])
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from None
@@ -79,6 +98,7 @@ def check_options(kind: str, options: dict, where: str) -> dict:
 def measure(kind: str, options: dict, genome_path: str, out_stem: str, data: dict) -> dict:
     """Runs the evaluation `kind` (module doc) on the genome file; `data`: get_task kwargs."""
     from blur_tf.evaluation import load_learner  # pylint: disable=g-import-not-at-top
+
     learner = load_learner(genome_path)
     if kind == "accuracy":
         return _accuracy(learner, options, data)
@@ -92,13 +112,21 @@ def panel_name(task: str, hidden) -> str:
 def _accuracy(learner, options, data) -> dict:
     from blur_tf.evaluation import evaluate_run  # pylint: disable=g-import-not-at-top
     from blur_tf.tasks import get_task  # pylint: disable=g-import-not-at-top
+
     metrics, curves = {}, {}
     for spec in options["tasks"]:
         task = get_task(spec, **data)
         for hidden in options["layer_sizes"]:
-            run = evaluate_run(task, hidden, options["steps"], list(range(options["seeds"])),
-                               options["batch_size"], learner, optimizers=(),
-                               max_eval_examples=options["eval_examples"])
+            run = evaluate_run(
+                task,
+                hidden,
+                options["steps"],
+                list(range(options["seeds"])),
+                options["batch_size"],
+                learner,
+                optimizers=(),
+                max_eval_examples=options["eval_examples"],
+            )
             panel = panel_name(spec, hidden)
             rows = run["methods"]["blur"]["per_horizon"]
             curves[panel] = {int(r["horizon"]): [r["mean"], r["std"]] for r in rows}
@@ -113,18 +141,26 @@ def _asymmetry(learner, options, out_stem, data) -> dict:
     from blur_tf.files import atomic_write  # pylint: disable=g-import-not-at-top
     from blur_tf.network import BlurNetwork  # pylint: disable=g-import-not-at-top
     from blur_tf.tasks import get_task  # pylint: disable=g-import-not-at-top
+
     task = get_task(options["task"], **data)
     x, y = task.sample_train(tf.constant([options["seed"], 0]), options["examples"])
-    network = BlurNetwork([task.input_size, *options["layer_sizes"], task.num_classes],
-                          learner.rule)
+    network = BlurNetwork(
+        [task.input_size, *options["layer_sizes"], task.num_classes], learner.rule
+    )
     synapses = network.init_synapses(1, options["seed"])
     if options["inner_steps"]:
         steps = options["inner_steps"]
-        synapses = network.unroll(learner.genome, synapses,
-                                  (tf.stack([x] * steps), tf.stack([y] * steps)), steps)
+        synapses = network.unroll(
+            learner.genome, synapses, (tf.stack([x] * steps), tf.stack([y] * steps)), steps
+        )
     jacobian = asymmetry.update_jacobian(network, learner.genome, synapses, x, y)
     atomic_write(out_stem + ".npy", lambda f: np.save(f, jacobian), binary=True)
-    return {"metrics": {"asymmetry": asymmetry.asymmetry(jacobian),
-                        "jacobian_norm": float(np.linalg.norm(jacobian)),
-                        "max_log_asymmetry": float(asymmetry.log_asymmetry(jacobian).max())},
-            "parameters": int(jacobian.shape[0]), "jacobian": out_stem + ".npy"}
+    return {
+        "metrics": {
+            "asymmetry": asymmetry.asymmetry(jacobian),
+            "jacobian_norm": float(np.linalg.norm(jacobian)),
+            "max_log_asymmetry": float(asymmetry.log_asymmetry(jacobian).max()),
+        },
+        "parameters": int(jacobian.shape[0]),
+        "jacobian": out_stem + ".npy",
+    }

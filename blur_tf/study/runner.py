@@ -31,8 +31,10 @@ from blur_tf.study.spec import Spec
 
 def check_evaluations(spec: Spec) -> dict:
     """{evaluation name: parsed options}; ValueError naming the section."""
-    return {e.name: measures.check_options(e.kind, dict(e.options), f"[evaluation {e.name}]")
-            for e in spec.evaluations}
+    return {
+        e.name: measures.check_options(e.kind, dict(e.options), f"[evaluation {e.name}]")
+        for e in spec.evaluations
+    }
 
 
 def select_arms(spec: Spec, names) -> list:
@@ -44,9 +46,15 @@ def select_arms(spec: Spec, names) -> list:
     return [a for a in spec.arms if not names or a.name in names]
 
 
-def run_experiment(spec: Spec, out_dir: str, tfds_manual_dir: str | None = None,
-                   parallel: int = 1, arm_names=(), retry_failed: bool = False,
-                   log=print) -> dict:
+def run_experiment(
+    spec: Spec,
+    out_dir: str,
+    tfds_manual_dir: str | None = None,
+    parallel: int = 1,
+    arm_names=(),
+    retry_failed: bool = False,
+    log=print,
+) -> dict:
     """Runs, evaluates and aggregates the experiment (module doc); returns results.json."""
     options = check_evaluations(spec)
     selected = select_arms(spec, arm_names)
@@ -82,8 +90,9 @@ def _evaluate(arm: str, evaluation, options: dict, out_dir: str, data: dict, log
     except (OSError, ValueError):
         pass
     log(f"arm {arm}: evaluation {evaluation.name} ({evaluation.kind})")
-    result = measures.measure(evaluation.kind, options, genome,
-                              os.path.join(folder, f"eval_{evaluation.name}"), data)
+    result = measures.measure(
+        evaluation.kind, options, genome, os.path.join(folder, f"eval_{evaluation.name}"), data
+    )
     entry = {"key": key, **result}
     write_json_atomic(path, entry)
     _write_eval_tensorboard(os.path.join(folder, "tb_eval"), evaluation.name, entry)
@@ -92,6 +101,7 @@ def _evaluate(arm: str, evaluation, options: dict, out_dir: str, data: dict, log
 
 def _write_eval_tensorboard(logdir: str, name: str, entry: dict) -> None:
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
     writer = tf.summary.create_file_writer(logdir)
     with writer.as_default():
         for panel, curve in entry.get("curves", {}).items():
@@ -106,6 +116,7 @@ def _write_eval_tensorboard(logdir: str, name: str, entry: dict) -> None:
 def meta_curve(folder: str) -> list:
     """[(meta-step, validation score)] of an arm's TensorBoard events (empty if none)."""
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
     tb = os.path.join(folder, "tb")
     points = {}
     if not os.path.isdir(tb):
@@ -127,8 +138,7 @@ def _summary_metrics(folder: str) -> dict:
     except (OSError, ValueError):
         return {}
     accuracy = summary.get("validation", {}).get("accuracy") or {}
-    metrics = {"validation_score": (float(np.mean(list(accuracy.values())))
-                                    if accuracy else None)}
+    metrics = {"validation_score": (float(np.mean(list(accuracy.values()))) if accuracy else None)}
     for key in ("meta_steps", "generations", "meta_steps_per_second", "generations_per_second"):
         if summary.get(key) is not None:
             metrics[key] = summary[key]
@@ -142,23 +152,33 @@ def aggregate(spec: Spec, out_dir: str) -> dict:
     for arm in spec.arms:
         folder = arms_lib.arm_dir(out_dir, arm.name)
         record = arms_lib.read_record(out_dir, arm.name)
-        entry = {"status": record["status"] if record else "missing",
-                 "error": record.get("error") if record else None,
-                 "wall_seconds": round(record["wall_seconds"], 1) if record else None,
-                 "command": record["command"] if record else None, "metrics": {},
-                 "curves": {}, "meta_curve": meta_curve(folder)}
+        entry = {
+            "status": record["status"] if record else "missing",
+            "error": record.get("error") if record else None,
+            "wall_seconds": round(record["wall_seconds"], 1) if record else None,
+            "command": record["command"] if record else None,
+            "metrics": {},
+            "curves": {},
+            "meta_curve": meta_curve(folder),
+        }
         entry["metrics"].update(_summary_metrics(folder))
         for evaluation in spec.evaluations:
             path = os.path.join(folder, f"eval_{evaluation.name}.json")
-            if not (record and record["status"] == "ok" and evaluation.applies_to(arm.name)
-                    and os.path.exists(path)):
+            if not (
+                record
+                and record["status"] == "ok"
+                and evaluation.applies_to(arm.name)
+                and os.path.exists(path)
+            ):
                 continue
             with open(path) as f:
                 result = json.load(f)
-            entry["metrics"].update({f"{evaluation.name}:{k}": v
-                                     for k, v in result["metrics"].items()})
-            entry["curves"].update({f"{evaluation.name}:{k}": v
-                                    for k, v in result.get("curves", {}).items()})
+            entry["metrics"].update(
+                {f"{evaluation.name}:{k}": v for k, v in result["metrics"].items()}
+            )
+            entry["curves"].update(
+                {f"{evaluation.name}:{k}": v for k, v in result.get("curves", {}).items()}
+            )
             if "jacobian" in result:
                 entry.setdefault("jacobians", {})[evaluation.name] = result["jacobian"]
         rows[arm.name] = entry
@@ -181,22 +201,30 @@ def _cell(value) -> str:
 def markdown_table(results: dict) -> str:
     """One row per arm: status, wall time, the meta-training metrics and, for accuracy curves,
     the last horizon of each panel (results.csv holds every metric)."""
-    columns = [c for c in _metric_columns(results)
-               if "@" not in c or c == _last_horizon(results, c)]
+    columns = [
+        c for c in _metric_columns(results) if "@" not in c or c == _last_horizon(results, c)
+    ]
     header = ["arm", "status", "wall s", *columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, entry in results["arms"].items():
         status = entry["status"] + (f": {entry['error']}" if entry["error"] else "")
-        cells = [name, status.replace("|", "/"), _cell(entry["wall_seconds"]),
-                 *[_cell(entry["metrics"].get(c)) for c in columns]]
+        cells = [
+            name,
+            status.replace("|", "/"),
+            _cell(entry["wall_seconds"]),
+            *[_cell(entry["metrics"].get(c)) for c in columns],
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join([f"# {results['title']}", "", *lines, ""])
 
 
 def _last_horizon(results: dict, column: str) -> str:
     panel = column.rsplit("@", 1)[0]
-    steps = [int(c.rsplit("@", 1)[1]) for c in _metric_columns(results)
-             if c.rsplit("@", 1)[0] == panel and "@" in c]
+    steps = [
+        int(c.rsplit("@", 1)[1])
+        for c in _metric_columns(results)
+        if c.rsplit("@", 1)[0] == panel and "@" in c
+    ]
     return f"{panel}@{max(steps)}"
 
 
@@ -204,9 +232,18 @@ def write_outputs(spec: Spec, results: dict, out_dir: str) -> None:
     """results.json, results.csv, results.md and <figure>.png (module doc)."""
     write_json_atomic(os.path.join(out_dir, "results.json"), results)
     columns = _metric_columns(results)
-    tables.write_csv_atomic(os.path.join(out_dir, "results.csv"), [
-        {"arm": name, "status": e["status"], "wall_seconds": e["wall_seconds"],
-         **{c: e["metrics"].get(c) for c in columns}} for name, e in results["arms"].items()])
+    tables.write_csv_atomic(
+        os.path.join(out_dir, "results.csv"),
+        [
+            {
+                "arm": name,
+                "status": e["status"],
+                "wall_seconds": e["wall_seconds"],
+                **{c: e["metrics"].get(c) for c in columns},
+            }
+            for name, e in results["arms"].items()
+        ],
+    )
     atomic_write(os.path.join(out_dir, "results.md"), lambda f: f.write(markdown_table(results)))
     plot(results, os.path.join(out_dir, f"{spec.figure}.png"))
 
@@ -219,15 +256,18 @@ def plot(results: dict, path: str) -> None:
         panels.append(("meta-training: validation score", "meta", None))
     curve_panels = sorted({p for e in arms.values() for p in e["curves"]})
     panels += [(p, "curve", p) for p in curve_panels]
-    panels += [(f"{name} [{ev}]", "image", (name, ev)) for name, e in arms.items()
-               for ev in e.get("jacobians", {})]
+    panels += [
+        (f"{name} [{ev}]", "image", (name, ev))
+        for name, e in arms.items()
+        for ev in e.get("jacobians", {})
+    ]
     if not panels:
         return
     plt = plotting.pyplot()
     columns = min(4, len(panels))
     rows = -(-len(panels) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3.4 * rows), squeeze=False)
-    for ax in axes.flat[len(panels):]:
+    for ax in axes.flat[len(panels) :]:
         ax.axis("off")
     for ax, (title, kind, what) in zip(axes.flat, panels):
         if kind == "meta":
@@ -235,23 +275,30 @@ def plot(results: dict, path: str) -> None:
                 if e["meta_curve"]:
                     steps, scores = zip(*e["meta_curve"])
                     ax.plot(steps, scores, marker="o", ms=3, label=name)
-            plotting.accuracy_axes(ax, title, fontsize=8, xlabel="meta-step",
-                                   legend={"fontsize": 6})
+            plotting.accuracy_axes(
+                ax, title, fontsize=8, xlabel="meta-step", legend={"fontsize": 6}
+            )
         elif kind == "curve":
             for name, e in arms.items():
                 if what in e["curves"]:
                     curve = e["curves"][what]  # {step (a JSON string): [mean, std]}
                     steps = sorted(curve, key=int)
-                    ax.plot([int(s) for s in steps], [curve[s][0] for s in steps], marker="o",
-                            ms=3, label=name)
-            plotting.accuracy_axes(ax, what, fontsize=8, log_x=True, unit_y=True,
-                                   legend={"fontsize": 6})
+                    ax.plot(
+                        [int(s) for s in steps],
+                        [curve[s][0] for s in steps],
+                        marker="o",
+                        ms=3,
+                        label=name,
+                    )
+            plotting.accuracy_axes(
+                ax, what, fontsize=8, log_x=True, unit_y=True, legend={"fontsize": 6}
+            )
         else:
             from blur_tf.asymmetry import asymmetry, log_asymmetry  # pylint: disable=g-import-not-at-top
+
             name, ev = what
             jacobian = np.load(arms[name]["jacobians"][ev])
             image = ax.imshow(log_asymmetry(jacobian), cmap="viridis", vmin=-16, vmax=2)
             fig.colorbar(image, ax=ax, fraction=0.046)
-            ax.set_title(f"{title}\nln|J−Jᵀ|, ‖J−Jᵀ‖/‖J‖ = {asymmetry(jacobian):.2g}",
-                         fontsize=8)
+            ax.set_title(f"{title}\nln|J−Jᵀ|, ‖J−Jᵀ‖/‖J‖ = {asymmetry(jacobian):.2g}", fontsize=8)
     plotting.save_png(fig, path)

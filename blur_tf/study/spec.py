@@ -124,8 +124,9 @@ def parse_spec(path: str) -> Spec:
     """The checked Spec of an INI file; ValueError naming the section and key."""
     if not os.path.isfile(path):
         raise ValueError(f"--spec: no such file {path}")
-    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=("#",),
-                                       default_section="__none__")
+    parser = configparser.ConfigParser(
+        interpolation=None, inline_comment_prefixes=("#",), default_section="__none__"
+    )
     try:
         parser.read(path)
     except configparser.Error as e:
@@ -143,8 +144,10 @@ def parse_spec(path: str) -> Spec:
         if section == "experiment":
             continue
         if kind not in ("arm", "evaluation") or not _NAME.match(name.strip()):
-            raise ValueError(f"{where}: sections are [experiment], [arm NAME] and "
-                             "[evaluation NAME] (NAME: letters, digits, _ . -)")
+            raise ValueError(
+                f"{where}: sections are [experiment], [arm NAME] and "
+                "[evaluation NAME] (NAME: letters, digits, _ . -)"
+            )
         name = name.strip()
         if kind == "arm":
             arms.append(_parse_arm(name, values, shared, where))
@@ -157,8 +160,10 @@ def parse_spec(path: str) -> Spec:
         raise ValueError(f"{path}: arm names repeat: {names}")
     for evaluation in evaluations:
         if not any(evaluation.applies_to(n) for n in names):
-            raise ValueError(f"{path} [evaluation {evaluation.name}]: arms={list(evaluation.arms)}"
-                             f" matches no arm of {names}")
+            raise ValueError(
+                f"{path} [evaluation {evaluation.name}]: arms={list(evaluation.arms)}"
+                f" matches no arm of {names}"
+            )
     figure = head.get("figure", os.path.splitext(os.path.basename(path))[0])
     if not _NAME.match(figure):
         raise ValueError(f"{path} [experiment] figure={figure!r}: a file name without folders")
@@ -168,8 +173,10 @@ def parse_spec(path: str) -> Spec:
 def _parse_arm(name, values, shared, where) -> Arm:
     _known(values, ("launcher", "flags", "genome", "rule"), where)
     if ("launcher" in values) == ("genome" in values):
-        raise ValueError(f"{where}: give either launcher = {'|'.join(LAUNCHERS)} or genome = "
-                         "backprop:LR | random:SEED | PATH")
+        raise ValueError(
+            f"{where}: give either launcher = {'|'.join(LAUNCHERS)} or genome = "
+            "backprop:LR | random:SEED | PATH"
+        )
     if "genome" in values:
         if "flags" in values:
             raise ValueError(f"{where}: a genome arm takes no flags (only genome and rule)")

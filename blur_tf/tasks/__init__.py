@@ -16,20 +16,36 @@ preparation, caching), omniglot_small.py (Omniglot from the two small zips), fam
 from blur_tf.tasks.base import Episode, Task, TaskSource
 from blur_tf.tasks.families import EpisodeTask, NWayEpisodes, TaskFamily
 from blur_tf.tasks.images import (
-                                  IMAGE_DATASETS,
-                                  ImageTask,
-                                  PoolTask,
-                                  clear_cache,
-                                  prepare_dataset,
-                                  preprocess_images,
+    IMAGE_DATASETS,
+    ImageTask,
+    PoolTask,
+    clear_cache,
+    prepare_dataset,
+    preprocess_images,
 )
 from blur_tf.tasks.registry import get_source, get_task, list_tasks
 from blur_tf.tasks.spec import TaskSpec, parse_classes, parse_spec
 from blur_tf.tasks.toy import TOY_TASKS, ToyTask
 
 __all__ = [
-    "Episode", "Task", "TaskSource", "TaskFamily", "NWayEpisodes", "EpisodeTask", "ImageTask",
-    "PoolTask", "ToyTask", "TaskSpec", "IMAGE_DATASETS", "TOY_TASKS", "get_task", "get_source",
-    "list_tasks", "parse_spec", "parse_classes",
-    "prepare_dataset", "preprocess_images", "clear_cache",
+    "Episode",
+    "Task",
+    "TaskSource",
+    "TaskFamily",
+    "NWayEpisodes",
+    "EpisodeTask",
+    "ImageTask",
+    "PoolTask",
+    "ToyTask",
+    "TaskSpec",
+    "IMAGE_DATASETS",
+    "TOY_TASKS",
+    "get_task",
+    "get_source",
+    "list_tasks",
+    "parse_spec",
+    "parse_classes",
+    "prepare_dataset",
+    "preprocess_images",
+    "clear_cache",
 ]

@@ -57,8 +57,10 @@ Sampler = Callable[[tf.Tensor, "tf.Tensor | int"], "tuple[tf.Tensor, tf.Tensor]"
 
 def _batches(sampler: Sampler, seed, num_steps, batch_size, input_size: int):
     x, y = sampler(seed, num_steps * batch_size)
-    return (tf.reshape(x, [num_steps, batch_size, input_size]),
-            tf.reshape(y, [num_steps, batch_size]))
+    return (
+        tf.reshape(x, [num_steps, batch_size, input_size]),
+        tf.reshape(y, [num_steps, batch_size]),
+    )
 
 
 class Episode:
@@ -73,8 +75,17 @@ class Episode:
         (N-way episodes), else None.
     """
 
-    def __init__(self, train_sampler: Sampler, eval_sampler: Sampler, *, input_size: int,
-                 num_classes: int, episode_classes, index=0, classes=None):
+    def __init__(
+        self,
+        train_sampler: Sampler,
+        eval_sampler: Sampler,
+        *,
+        input_size: int,
+        num_classes: int,
+        episode_classes,
+        index=0,
+        classes=None,
+    ):
         self._train = train_sampler
         self._eval = eval_sampler
         self.input_size = input_size
@@ -97,8 +108,9 @@ class Episode:
 
     def train_batches(self, seed, num_steps, batch_size):
         """``num_steps`` fresh training batches: x ``[T, B, input_size]``, y ``[T, B]``."""
-        return _batches(self._train, fold(seed, TRAIN_STREAM), num_steps, batch_size,
-                        self.input_size)
+        return _batches(
+            self._train, fold(seed, TRAIN_STREAM), num_steps, batch_size, self.input_size
+        )
 
 
 class TaskSource(abc.ABC):
@@ -157,15 +169,23 @@ class Task(TaskSource):
 
     def train_batches(self, seed, num_steps, batch_size):
         """``num_steps`` fresh training batches: x ``[T, B, input_size]``, y ``[T, B]``."""
-        return _batches(self._train_sampler, fold(seed, TRAIN_STREAM), num_steps, batch_size,
-                        self.input_size)
+        return _batches(
+            self._train_sampler, fold(seed, TRAIN_STREAM), num_steps, batch_size, self.input_size
+        )
 
     def draw(self, seed=None) -> Episode:
         """This task as an :class:`Episode` (``seed`` is ignored: a task is one problem)."""
         del seed
-        return Episode(self._train_sampler, self._eval_sampler, input_size=self.input_size,
-                       num_classes=self.num_classes, episode_classes=self.num_classes)
+        return Episode(
+            self._train_sampler,
+            self._eval_sampler,
+            input_size=self.input_size,
+            num_classes=self.num_classes,
+            episode_classes=self.num_classes,
+        )
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}({self.spec!r}, input_size={self.input_size}, "
-                f"num_classes={self.num_classes})")
+        return (
+            f"{type(self).__name__}({self.spec!r}, input_size={self.input_size}, "
+            f"num_classes={self.num_classes})"
+        )

@@ -31,6 +31,7 @@ from blur_tf.tasks.images import PoolTask
 
 def _get_task(spec_or_task, **kwargs) -> base.Task:
     from blur_tf.tasks.registry import get_task  # pylint: disable=g-import-not-at-top
+
     return get_task(spec_or_task, **kwargs)
 
 
@@ -49,14 +50,18 @@ class TaskFamily(base.TaskSource):
         self.tasks = tuple(_get_task(t, **task_kwargs) for t in tasks)
         sizes = sorted({t.input_size for t in self.tasks})
         if len(sizes) > 1:
-            raise ValueError("TaskFamily tasks must share input_size; got "
-                             + ", ".join(f"{t.spec}: {t.input_size}" for t in self.tasks))
+            raise ValueError(
+                "TaskFamily tasks must share input_size; got "
+                + ", ".join(f"{t.spec}: {t.input_size}" for t in self.tasks)
+            )
         if weights is None:
             weights = [1.0] * len(self.tasks)
         weights = np.asarray(weights, np.float64)
         if weights.shape != (len(self.tasks),) or np.any(weights < 0) or weights.sum() <= 0:
-            raise ValueError(f"TaskFamily weights must be {len(self.tasks)} non-negative numbers "
-                             f"with a positive sum, got {weights.tolist()}.")
+            raise ValueError(
+                f"TaskFamily weights must be {len(self.tasks)} non-negative numbers "
+                f"with a positive sum, got {weights.tolist()}."
+            )
         self.weights = tuple(float(w) for w in weights / weights.sum())
         self.input_size = sizes[0]
         self.num_classes = max(t.num_classes for t in self.tasks)
@@ -66,8 +71,9 @@ class TaskFamily(base.TaskSource):
     def sample_index(self, seed) -> tf.Tensor:
         """The task index (int32 scalar) of the meta-step with this seed."""
         logits = tf.math.log(tf.constant([self.weights], tf.float32))
-        return tf.cast(tf.random.stateless_categorical(logits, 1, base.as_seed(seed))[0, 0],
-                       tf.int32)
+        return tf.cast(
+            tf.random.stateless_categorical(logits, 1, base.as_seed(seed))[0, 0], tf.int32
+        )
 
     def _switch(self, index, stream):
         def sampler(seed, n):
@@ -76,16 +82,20 @@ class TaskFamily(base.TaskSource):
                 return branches[0]()
             x, y = tf.switch_case(index, branches)
             return tf.ensure_shape(x, [None, self.input_size]), y
+
         return sampler
 
     def episode(self, index) -> base.Episode:
         """Task ``index`` (python int or int32 scalar tensor) as an :class:`Episode`."""
         index = tf.convert_to_tensor(index, tf.int32)
         return base.Episode(
-            self._switch(index, "train"), self._switch(index, "eval"),
-            input_size=self.input_size, num_classes=self.num_classes,
+            self._switch(index, "train"),
+            self._switch(index, "eval"),
+            input_size=self.input_size,
+            num_classes=self.num_classes,
             episode_classes=tf.gather(tf.constant(self.task_num_classes, tf.int32), index),
-            index=index)
+            index=index,
+        )
 
     def draw(self, seed) -> base.Episode:
         """The episode of the meta-step with this seed (task chosen by :meth:`sample_index`)."""
@@ -115,14 +125,24 @@ class NWayEpisodes(base.TaskSource):
     :class:`~blur_tf.tasks.base.Task`.
     """
 
-    def __init__(self, dataset, n: int, *, shot: int | None = None, query: int | None = None,
-                 spec: str | None = None, **task_kwargs):
+    def __init__(
+        self,
+        dataset,
+        n: int,
+        *,
+        shot: int | None = None,
+        query: int | None = None,
+        spec: str | None = None,
+        **task_kwargs,
+    ):
         task = _get_task(dataset, **task_kwargs)
         if not isinstance(task, PoolTask):
             raise ValueError(f"NWayEpisodes needs an image dataset, got {task.spec!r}.")
         if not 1 <= n <= task.num_classes:
-            raise ValueError(f"NWayEpisodes: n={n} must be in 1..{task.num_classes} "
-                             f"(the classes of {task.spec!r}).")
+            raise ValueError(
+                f"NWayEpisodes: n={n} must be in 1..{task.num_classes} "
+                f"(the classes of {task.spec!r})."
+            )
         self.task = task
         self.n = int(n)
         self.input_size = task.input_size
@@ -135,28 +155,34 @@ class NWayEpisodes(base.TaskSource):
             counts = np.bincount(labels, minlength=task.num_classes)
             if stream == "eval" and np.any(counts == 0):
                 missing = [task.classes[c] for c in np.flatnonzero(counts == 0)]
-                raise ValueError(f"NWayEpisodes({task.spec!r}): classes {missing} have no "
-                                 "held-out examples.")
+                raise ValueError(
+                    f"NWayEpisodes({task.spec!r}): classes {missing} have no held-out examples."
+                )
             size, name = self.sizes[stream], ("shot", "query")[stream == "eval"]
             if size is not None and not 1 <= size <= counts.min():
-                raise ValueError(f"NWayEpisodes({self.spec!r}): {name}={size} must be in "
-                                 f"1..{counts.min()} (the fewest {stream} examples of a class).")
+                raise ValueError(
+                    f"NWayEpisodes({self.spec!r}): {name}={size} must be in "
+                    f"1..{counts.min()} (the fewest {stream} examples of a class)."
+                )
             self._max_count[stream] = int(counts.max())
             order = np.argsort(labels, kind="stable").astype(np.int32)
             offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int32)
             with tf.init_scope():
-                self._index[stream] = (tf.constant(order), tf.constant(offsets),
-                                       tf.constant(counts.astype(np.int32)))
+                self._index[stream] = (
+                    tf.constant(order),
+                    tf.constant(offsets),
+                    tf.constant(counts.astype(np.int32)),
+                )
 
     def sample_classes(self, seed) -> tf.Tensor:
         """``n`` distinct class ids (int32 ``[n]``) in random order: label j -> classes[j]."""
         keys = tf.random.stateless_uniform([self.task.num_classes], base.as_seed(seed))
-        return tf.cast(tf.argsort(keys)[:self.n], tf.int32)
+        return tf.cast(tf.argsort(keys)[: self.n], tf.int32)
 
     def class_rows(self, stream: str, cls: int) -> np.ndarray:
         """Every pool row of class ``cls`` in ``stream``, in pool order (numpy int32)."""
         order, offsets, counts = (t.numpy() for t in self._index[stream])
-        return order[offsets[cls]:offsets[cls] + counts[cls]]
+        return order[offsets[cls] : offsets[cls] + counts[cls]]
 
     def sample_members(self, seed, classes, stream: str) -> tf.Tensor | None:
         """The episode's examples of ``stream``: int32 ``[n, size]`` pool rows, ``size``
@@ -190,23 +216,31 @@ class NWayEpisodes(base.TaskSource):
                 rows = tf.gather_nd(members, tf.stack([labels, within], axis=1))
             x, _ = self.task.gather(stream, rows)
             return x, labels
+
         return sampler
 
     def episode(self, classes, support=None, query=None) -> base.Episode:
         """The episode with these class ids (int32 ``[n]``) behind labels ``0..n-1`` and, if
         given, these support / query pool rows (int32 ``[n, shot]`` / ``[n, query]``)."""
         classes = tf.convert_to_tensor(classes, tf.int32)
-        return base.Episode(self._sampler(classes, support, "train"),
-                            self._sampler(classes, query, "eval"),
-                            input_size=self.input_size, num_classes=self.n,
-                            episode_classes=self.n, classes=classes)
+        return base.Episode(
+            self._sampler(classes, support, "train"),
+            self._sampler(classes, query, "eval"),
+            input_size=self.input_size,
+            num_classes=self.n,
+            episode_classes=self.n,
+            classes=classes,
+        )
 
     def draw_parts(self, seed):
         """(classes, support, query) of the episode of ``seed``: :meth:`sample_classes`, then
         :meth:`sample_members` of both streams."""
         classes = self.sample_classes(seed)
-        return (classes, self.sample_members(base.fold(seed, 1), classes, "train"),
-                self.sample_members(base.fold(seed, 2), classes, "eval"))
+        return (
+            classes,
+            self.sample_members(base.fold(seed, 1), classes, "train"),
+            self.sample_members(base.fold(seed, 2), classes, "eval"),
+        )
 
     def draw(self, seed) -> base.Episode:
         """The episode of the meta-step with this seed (:meth:`draw_parts`)."""
@@ -242,16 +276,21 @@ class EpisodeTask(base.Task):
         self.input_size, self.num_classes = source.input_size, source.n
         with tf.init_scope():
             classes, support, query = source.draw_parts(
-                tf.constant([FIXED_EPISODE_SEED, self.index], tf.int64))
+                tf.constant([FIXED_EPISODE_SEED, self.index], tf.int64)
+            )
             self._episode = source.episode(classes, support, query)
             self.classes = classes.numpy()
             self.support = None if support is None else support.numpy()
             self.query = None if query is None else query.numpy()
-            rows = (list(self.query) if self.query is not None else
-                    [source.class_rows("eval", c) for c in self.classes])
+            rows = (
+                list(self.query)
+                if self.query is not None
+                else [source.class_rows("eval", c) for c in self.classes]
+            )
             self._eval_rows = tf.constant(np.concatenate(rows).astype(np.int32))
             self._eval_labels = tf.constant(
-                np.repeat(np.arange(self.num_classes), [len(r) for r in rows]).astype(np.int32))
+                np.repeat(np.arange(self.num_classes), [len(r) for r in rows]).astype(np.int32)
+            )
 
     def _sample(self, seed, n, stream):
         return self._episode.sampler(stream)(seed, n)

@@ -96,9 +96,11 @@ IMAGE_DATASETS: dict[str, ImageDataset] = {
     "kmnist": ImageDataset("kmnist"),
     "emnist/letters": ImageDataset("emnist/letters"),
     "omniglot": ImageDataset(
-        "omniglot", invert=True,
+        "omniglot",
+        invert=True,
         hint="Only omniglot/images_background_small1.zip and images_background_small2.zip at "
-             "hand? Use the task family omniglot_small (it reads those two zips directly)."),
+        "hand? Use the task family omniglot_small (it reads those two zips directly).",
+    ),
 }
 
 # Per-process caches (see module docstring).
@@ -126,6 +128,7 @@ def resolve_manual_dir(tfds_manual_dir=None) -> str | None:
 
 def _tfds():
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
     return tfds
 
 
@@ -144,26 +147,30 @@ def prepare_dataset(name: str, *, tfds_manual_dir=None, data_dir=None, download=
         return builder
     manual_root = resolve_manual_dir(tfds_manual_dir)
     manual = pathlib.Path(manual_root, dataset.builder_name) if manual_root else None
-    files = sorted({info.filename for info in (builder.url_infos or {}).values()
-                    if info.filename})
+    files = sorted({info.filename for info in (builder.url_infos or {}).values() if info.filename})
     missing = [f for f in files if manual is None or not (manual / f).is_file()]
     if not files and not (manual is not None and manual.is_dir() and any(manual.iterdir())):
         missing = ["(the builder registers no file names: provide its manual folder)"]
     if missing and not download:
-        where = (f"the manual folder {manual} lacks {', '.join(missing)}" if manual else
-                 f"no manual folder was given (argument tfds_manual_dir, flag --tfds_manual_dir "
-                 f"or env {MANUAL_DIR_ENV})")
+        where = (
+            f"the manual folder {manual} lacks {', '.join(missing)}"
+            if manual
+            else f"no manual folder was given (argument tfds_manual_dir, flag --tfds_manual_dir "
+            f"or env {MANUAL_DIR_ENV})"
+        )
         raise ValueError(
             f"Dataset {name!r} (tfds builder {dataset.builder!r}) is not prepared in data_dir "
             f"{data_dir} and {where}. Provide it offline: put the original files "
             f"{', '.join(files) or '(see the tfds builder)'} in <DIR>/{dataset.builder_name}/ "
             f"and pass tfds_manual_dir=DIR (--tfds_manual_dir DIR, env {MANUAL_DIR_ENV}=DIR); "
             f"or prepare it into data_dir (env {DATA_DIR_ENV}) beforehand; or allow a network "
-            "download with download=True." + (" " + dataset.hint if dataset.hint else ""))
+            "download with download=True." + (" " + dataset.hint if dataset.hint else "")
+        )
     if missing:
         check_reachable(name, builder.url_infos or {})
     config = tfds.download.DownloadConfig(
-        manual_dir=os.fspath(manual) if manual is not None and manual.is_dir() else None)
+        manual_dir=os.fspath(manual) if manual is not None and manual.is_dir() else None
+    )
     download_dir = os.path.join(data_dir, "downloads", dataset.builder_name)
     try:
         builder.download_and_prepare(download_dir=download_dir, download_config=config)
@@ -209,13 +216,19 @@ def check_reachable(name: str, urls, timeout: float | None = None) -> None:
         thread = threading.Thread(target=attempt, daemon=True)
         thread.start()
         thread.join(timeout)
-        reason = (f"no answer within {timeout:g} s" if thread.is_alive() else
-                  str(errors[0]) if errors else None)
+        reason = (
+            f"no answer within {timeout:g} s"
+            if thread.is_alive()
+            else str(errors[0])
+            if errors
+            else None
+        )
         if reason:
             raise ValueError(
                 f"Dataset {name!r}: download=True but {host}:{port} cannot be reached "
                 f"({reason}); no network? Provide the original files offline instead "
-                f"(tfds_manual_dir, --tfds_manual_dir or env {MANUAL_DIR_ENV}).")
+                f"(tfds_manual_dir, --tfds_manual_dir or env {MANUAL_DIR_ENV})."
+            )
 
 
 def _dataset(name: str) -> ImageDataset:
@@ -224,8 +237,9 @@ def _dataset(name: str) -> ImageDataset:
     return IMAGE_DATASETS[name]
 
 
-def load_raw_pool(name: str, split: str, *, tfds_manual_dir=None, data_dir=None,
-                  download=False) -> tuple[np.ndarray, np.ndarray]:
+def load_raw_pool(
+    name: str, split: str, *, tfds_manual_dir=None, data_dir=None, download=False
+) -> tuple[np.ndarray, np.ndarray]:
     """All examples of one split as numpy: grey uint8 images ``[N, H, W]``, int64 labels ``[N]``.
 
     Cached per process; Omniglot-style inversion and colour-to-grey are applied here.
@@ -234,13 +248,16 @@ def load_raw_pool(name: str, split: str, *, tfds_manual_dir=None, data_dir=None,
     key = (dataset.builder, resolve_data_dir(data_dir), split)
     if key not in _RAW_POOLS:
         tfds = _tfds()
-        builder = prepare_dataset(name, tfds_manual_dir=tfds_manual_dir, data_dir=data_dir,
-                                  download=download)
+        builder = prepare_dataset(
+            name, tfds_manual_dir=tfds_manual_dir, data_dir=data_dir, download=download
+        )
         try:
             data = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
         except (ValueError, KeyError) as e:
-            raise ValueError(f"Dataset {name!r} has no split {split!r} "
-                             f"(splits: {', '.join(builder.info.splits)}): {e}") from e
+            raise ValueError(
+                f"Dataset {name!r} has no split {split!r} "
+                f"(splits: {', '.join(builder.info.splits)}): {e}"
+            ) from e
         images = np.asarray(data["image"])
         if images.ndim == 4 and images.shape[-1] > 1:
             images = np.round(images.mean(axis=-1)).astype(np.uint8)
@@ -248,13 +265,16 @@ def load_raw_pool(name: str, split: str, *, tfds_manual_dir=None, data_dir=None,
             images = images[..., 0]
         if dataset.invert:
             images = 255 - images
-        _RAW_POOLS[key] = (np.ascontiguousarray(images, np.uint8),
-                           np.asarray(data["label"], np.int64))
+        _RAW_POOLS[key] = (
+            np.ascontiguousarray(images, np.uint8),
+            np.asarray(data["label"], np.int64),
+        )
     return _RAW_POOLS[key]
 
 
-def preprocess_images(images, crop: int | None = None, size: int | None = None,
-                      chunk: int = 8192) -> tf.Tensor:
+def preprocess_images(
+    images, crop: int | None = None, size: int | None = None, chunk: int = 8192
+) -> tf.Tensor:
     """uint8 ``[N, H, W]`` -> float32 ``[N, side*side]`` in [0, 1]: central crop, then resize.
 
     ``crop``: keep rows/columns ``(H-crop)//2 .. +crop`` (and likewise for W). ``size``:
@@ -269,10 +289,10 @@ def preprocess_images(images, crop: int | None = None, size: int | None = None,
         if crop > min(height, width):
             raise ValueError(f"crop={crop} is larger than the {height}x{width} images.")
         top, left = (height - crop) // 2, (width - crop) // 2
-        images = images[:, top:top + crop, left:left + crop]
+        images = images[:, top : top + crop, left : left + crop]
     outputs = []
     for start in range(0, max(len(images), 1), chunk):
-        x = tf.convert_to_tensor(images[start:start + chunk], tf.float32) / 255.0
+        x = tf.convert_to_tensor(images[start : start + chunk], tf.float32) / 255.0
         if size is not None and (size, size) != tuple(x.shape[1:3]):
             x = tf.image.resize(x[..., None], [size, size], method="bilinear", antialias=True)
             x = tf.clip_by_value(x[..., 0], 0.0, 1.0)
@@ -284,8 +304,9 @@ def _static_info(name, data_dir) -> tuple[tuple, int]:
     """(image height and width, number of label classes) from the builder's static info: no
     data is read or prepared, so a spec is checked against them first. A height or width
     the builder leaves open is None."""
-    features = _tfds().builder(_dataset(name).builder,
-                               data_dir=resolve_data_dir(data_dir)).info.features
+    features = (
+        _tfds().builder(_dataset(name).builder, data_dir=resolve_data_dir(data_dir)).info.features
+    )
     return tuple(features["image"].shape[:2]), int(features["label"].num_classes)
 
 
@@ -352,18 +373,23 @@ class ImageTask(PoolTask):
         self.crop = parse_int(spec, "crop", opts["crop"]) if "crop" in opts else None
         self.size = parse_int(spec, "size", opts["size"]) if "size" in opts else None
         if opts.get("invert", "false") not in ("true", "false"):
-            raise ValueError(f"Task spec {self.spec!r}: invert must be true or false, got "
-                             f"{opts['invert']!r}.")
+            raise ValueError(
+                f"Task spec {self.spec!r}: invert must be true or false, got {opts['invert']!r}."
+            )
         self.invert = opts.get("invert") == "true"
         self.split = opts.get("split", "train") or "train"
         self.eval_split = opts.get("eval_split", "test") or "test"
         if self.split == self.eval_split:
-            raise ValueError(f"Task spec {self.spec!r}: split and eval_split are both "
-                             f"{self.split!r}; evaluation must use held-out data.")
+            raise ValueError(
+                f"Task spec {self.spec!r}: split and eval_split are both "
+                f"{self.split!r}; evaluation must use held-out data."
+            )
         (height, width), total = _static_info(spec.name, data_dir)
         if self.crop is not None and self.crop > min(height or self.crop, width or self.crop):
-            raise ValueError(f"Task spec {self.spec!r}: crop={self.crop} is larger than the "
-                             f"{height}x{width} {spec.name} images.")
+            raise ValueError(
+                f"Task spec {self.spec!r}: crop={self.crop} is larger than the "
+                f"{height}x{width} {spec.name} images."
+            )
         requested = None
         if "classes" in opts:
             try:
@@ -372,11 +398,15 @@ class ImageTask(PoolTask):
                 raise ValueError(f"Task spec {self.spec!r}: {e}") from None
             bad = [c for c in requested if c >= total]
             if bad:
-                raise ValueError(f"Task spec {self.spec!r}: classes {bad} do not exist; "
-                                 f"{spec.name} has classes 0-{total - 1}.")
+                raise ValueError(
+                    f"Task spec {self.spec!r}: classes {bad} do not exist; "
+                    f"{spec.name} has classes 0-{total - 1}."
+                )
             if len(requested) < 2:
-                raise ValueError(f"Task spec {self.spec!r}: classes={opts['classes']} is one "
-                                 "class; a classification task needs at least two.")
+                raise ValueError(
+                    f"Task spec {self.spec!r}: classes={opts['classes']} is one "
+                    "class; a classification task needs at least two."
+                )
         loader = dict(tfds_manual_dir=tfds_manual_dir, data_dir=data_dir, download=download)
         train_images, train_labels = load_raw_pool(spec.name, self.split, **loader)
         eval_images, eval_labels = load_raw_pool(spec.name, self.eval_split, **loader)
@@ -385,9 +415,11 @@ class ImageTask(PoolTask):
             requested = tuple(range(total))
         absent = sorted(set(requested) - set(int(c) for c in present))
         if absent:
-            raise ValueError(f"Task spec {self.spec!r}: classes {absent} have no examples in "
-                             f"split {self.split!r}; use a split that holds every class of the "
-                             "task, or classes= to choose the ones it holds.")
+            raise ValueError(
+                f"Task spec {self.spec!r}: classes {absent} have no examples in "
+                f"split {self.split!r}; use a split that holds every class of the "
+                "task, or classes= to choose the ones it holds."
+            )
         self.classes = tuple(requested)
         self.num_classes = len(self.classes)
         height, width = train_images.shape[1:]
@@ -401,9 +433,11 @@ class ImageTask(PoolTask):
             "eval": self._tensor_pool(eval_images, eval_labels, self.eval_split, data_dir),
         }
         if self.num_eval == 0:
-            raise ValueError(f"Task spec {self.spec!r}: eval split {self.eval_split!r} has no "
-                             f"examples of classes {list(self.classes)}; choose another "
-                             "eval_split.")
+            raise ValueError(
+                f"Task spec {self.spec!r}: eval split {self.eval_split!r} has no "
+                f"examples of classes {list(self.classes)}; choose another "
+                "eval_split."
+            )
 
     def _tensor_pool(self, images, labels, split, data_dir):
         key = (self.dataset, resolve_data_dir(data_dir), split, self.crop, self.size, self.classes)

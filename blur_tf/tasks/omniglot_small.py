@@ -96,15 +96,19 @@ def zip_paths(tfds_manual_dir=None) -> tuple[str, ...]:
     """The two zip paths; ValueError naming the missing ones (before any work)."""
     manual = images.resolve_manual_dir(tfds_manual_dir)
     if manual is None:
-        raise ValueError(f"Task {NAME!r} needs {FOLDER}/{ZIPS[0]} and {ZIPS[1]} in a manual "
-                         f"folder: pass tfds_manual_dir=DIR (--tfds_manual_dir DIR, env "
-                         f"{images.MANUAL_DIR_ENV}=DIR).")
+        raise ValueError(
+            f"Task {NAME!r} needs {FOLDER}/{ZIPS[0]} and {ZIPS[1]} in a manual "
+            f"folder: pass tfds_manual_dir=DIR (--tfds_manual_dir DIR, env "
+            f"{images.MANUAL_DIR_ENV}=DIR)."
+        )
     paths = tuple(os.path.join(manual, FOLDER, z) for z in ZIPS)
     missing = [p for p in paths if not os.path.isfile(p)]
     if missing:
-        raise ValueError(f"Task {NAME!r}: missing {', '.join(missing)} (the Omniglot small "
-                         f"background zips; tfds_manual_dir / --tfds_manual_dir / env "
-                         f"{images.MANUAL_DIR_ENV} points at their parent's parent).")
+        raise ValueError(
+            f"Task {NAME!r}: missing {', '.join(missing)} (the Omniglot small "
+            f"background zips; tfds_manual_dir / --tfds_manual_dir / env "
+            f"{images.MANUAL_DIR_ENV} points at their parent's parent)."
+        )
     return paths
 
 
@@ -121,8 +125,10 @@ def read_collection(paths) -> Collection:
                     continue
                 match = _PATH_RE.match(name)
                 if not match:
-                    raise ValueError(f"{path}: unexpected file {name!r} (want "
-                                     "<zip>/<alphabet>/<character>/<id>_<drawer>.png).")
+                    raise ValueError(
+                        f"{path}: unexpected file {name!r} (want "
+                        "<zip>/<alphabet>/<character>/<id>_<drawer>.png)."
+                    )
                 alphabet, character, drawer = match.group(1), match.group(2), int(match.group(3))
                 folders.setdefault(alphabet, {})[(character, drawer)] = archive.read(name)
                 files += 1
@@ -132,8 +138,10 @@ def read_collection(paths) -> Collection:
         for alphabet, content in folders.items():
             if alphabet in first:
                 if content != first[alphabet]:
-                    raise ValueError(f"Alphabet {alphabet!r} differs between {where[alphabet][0]} "
-                                     f"and {zip_name}: cannot de-duplicate.")
+                    raise ValueError(
+                        f"Alphabet {alphabet!r} differs between {where[alphabet][0]} "
+                        f"and {zip_name}: cannot de-duplicate."
+                    )
                 where[alphabet].append(zip_name)
                 continue
             first[alphabet], where[alphabet] = content, [zip_name]
@@ -143,8 +151,9 @@ def read_collection(paths) -> Collection:
         for character in {c for c, _ in content}:
             drawers = sorted(d for c, d in content if c == character)
             if drawers != list(range(1, DRAWERS + 1)):
-                raise ValueError(f"{alphabet}/{character} has drawers {drawers}, expected "
-                                 f"01-{DRAWERS:02d}.")
+                raise ValueError(
+                    f"{alphabet}/{character} has drawers {drawers}, expected 01-{DRAWERS:02d}."
+                )
     return Collection(drawings, {a: tuple(z) for a, z in where.items()}, files)
 
 
@@ -159,8 +168,10 @@ def describe(tfds_manual_dir=None) -> dict:
         "alphabets": len(collection.alphabets),
         "characters": len(characters),
         "drawings": len(collection.drawings),
-        **{f"{split}_characters": sum(a in alphabets for a, _ in characters)
-           for split, alphabets in SPLITS.items()},
+        **{
+            f"{split}_characters": sum(a in alphabets for a, _ in characters)
+            for split, alphabets in SPLITS.items()
+        },
     }
 
 
@@ -174,17 +185,25 @@ def load_split(split: str, tfds_manual_dir=None):
         collection = read_collection(paths)
         absent = sorted(set(SPLITS[split]) - set(collection.alphabets))
         if absent:
-            raise ValueError(f"Task {NAME!r}: split {split!r} needs alphabets {absent}, which "
-                             f"the zips {', '.join(paths)} do not hold.")
+            raise ValueError(
+                f"Task {NAME!r}: split {split!r} needs alphabets {absent}, which "
+                f"the zips {', '.join(paths)} do not hold."
+            )
         characters = [ac for ac in collection.characters if ac[0] in SPLITS[split]]
-        items = [(label, drawer, collection.drawings[(a, c, drawer)])
-                 for label, (a, c) in enumerate(characters) for drawer in range(1, DRAWERS + 1)]
-        decoded = np.stack([tf.io.decode_png(data, channels=1).numpy()[..., 0]
-                            for _, _, data in items])
+        items = [
+            (label, drawer, collection.drawings[(a, c, drawer)])
+            for label, (a, c) in enumerate(characters)
+            for drawer in range(1, DRAWERS + 1)
+        ]
+        decoded = np.stack(
+            [tf.io.decode_png(data, channels=1).numpy()[..., 0] for _, _, data in items]
+        )
         images._RAW_POOLS[key] = (  # pylint: disable=protected-access
             np.ascontiguousarray(255 - decoded, np.uint8),
             np.array([label for label, _, _ in items], np.int64),
-            np.array([drawer for _, drawer, _ in items], np.int64), tuple(characters))
+            np.array([drawer for _, drawer, _ in items], np.int64),
+            tuple(characters),
+        )
     return images._RAW_POOLS[key]  # pylint: disable=protected-access
 
 
@@ -193,11 +212,17 @@ class OmniglotSmallTask(images.PoolTask):
     ``eval`` stream = query drawers (module doc). Attributes: ``split``, ``size``, ``side``,
     ``classes`` (``(alphabet, character)`` behind labels 0..n-1)."""
 
-    def __init__(self, split: str = "train", size: int = DEFAULT_SIZE, tfds_manual_dir=None,
-                 spec: str | None = None):
+    def __init__(
+        self,
+        split: str = "train",
+        size: int = DEFAULT_SIZE,
+        tfds_manual_dir=None,
+        spec: str | None = None,
+    ):
         if split not in SPLITS:
-            raise ValueError(f"Task {NAME!r}: split must be one of {', '.join(SPLITS)}, got "
-                             f"{split!r}.")
+            raise ValueError(
+                f"Task {NAME!r}: split must be one of {', '.join(SPLITS)}, got {split!r}."
+            )
         if not 1 <= size <= SIDE:
             raise ValueError(f"Task {NAME!r}: size={size} must be in 1..{SIDE}.")
         self.name, self.split, self.size = NAME, split, int(size)
@@ -213,7 +238,8 @@ class OmniglotSmallTask(images.PoolTask):
                 with tf.init_scope():
                     images._TENSOR_POOLS[key] = (  # pylint: disable=protected-access
                         images.preprocess_images(raw[keep], None, self.size),
-                        tf.constant(labels[keep], tf.int32))
+                        tf.constant(labels[keep], tf.int32),
+                    )
             self._pools[stream] = images._TENSOR_POOLS[key]  # pylint: disable=protected-access
 
 
@@ -224,31 +250,46 @@ def make(spec: TaskSpec, tfds_manual_dir=None) -> base.TaskSource:
     opts = spec.option_dict
     split = opts.get("split", "train")
     if split not in SPLITS:
-        raise ValueError(f"Task spec {str(spec)!r}: split must be one of {', '.join(SPLITS)}, "
-                         f"got {split!r}.")
+        raise ValueError(
+            f"Task spec {str(spec)!r}: split must be one of {', '.join(SPLITS)}, got {split!r}."
+        )
     size = parse_int(spec, "size", opts.get("size", str(DEFAULT_SIZE)))
     if size > SIDE:
-        raise ValueError(f"Task spec {str(spec)!r}: size={size} is larger than the {SIDE}x{SIDE} "
-                         "images.")
-    numbers = {k: parse_int(spec, k, opts[k], 0 if k == "episode" else 1)
-               for k in ("way", "shot", "query", "episode") if k in opts}
+        raise ValueError(
+            f"Task spec {str(spec)!r}: size={size} is larger than the {SIDE}x{SIDE} images."
+        )
+    numbers = {
+        k: parse_int(spec, k, opts[k], 0 if k == "episode" else 1)
+        for k in ("way", "shot", "query", "episode")
+        if k in opts
+    }
     if "way" not in numbers and len(numbers) > 0:
         raise ValueError(f"Task spec {str(spec)!r}: {', '.join(numbers)} need way=N.")
     half = len(SUPPORT_DRAWERS)
     for key in ("shot", "query"):
         if numbers.get(key, 0) > half:
-            raise ValueError(f"Task spec {str(spec)!r}: {key}={numbers[key]} must be <= {half} "
-                             f"(each character has {half} {('support', 'query')[key == 'query']} "
-                             "drawers).")
-    task = OmniglotSmallTask(split, size, tfds_manual_dir,
-                             spec=str(spec) if "way" not in numbers else None)
+            raise ValueError(
+                f"Task spec {str(spec)!r}: {key}={numbers[key]} must be <= {half} "
+                f"(each character has {half} {('support', 'query')[key == 'query']} "
+                "drawers)."
+            )
+    task = OmniglotSmallTask(
+        split, size, tfds_manual_dir, spec=str(spec) if "way" not in numbers else None
+    )
     if "way" not in numbers:
         return task
     if numbers["way"] > task.num_classes:
-        raise ValueError(f"Task spec {str(spec)!r}: way={numbers['way']} exceeds the "
-                         f"{task.num_classes} characters of split {split!r}.")
-    source = families.NWayEpisodes(task, numbers["way"], shot=numbers.get("shot", half),
-                                   query=numbers.get("query", half), spec=str(spec))
+        raise ValueError(
+            f"Task spec {str(spec)!r}: way={numbers['way']} exceeds the "
+            f"{task.num_classes} characters of split {split!r}."
+        )
+    source = families.NWayEpisodes(
+        task,
+        numbers["way"],
+        shot=numbers.get("shot", half),
+        query=numbers.get("query", half),
+        spec=str(spec),
+    )
     if "episode" in numbers:
         return families.EpisodeTask(source, numbers["episode"], spec=str(spec))
     return source

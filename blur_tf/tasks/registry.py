@@ -24,8 +24,7 @@ def get_source(spec, *, tfds_manual_dir=None, data_dir=None, download=False) -> 
     parsed = parse_spec(spec)
     if parsed.name == omniglot_small.NAME:
         return omniglot_small.make(parsed, tfds_manual_dir=tfds_manual_dir)
-    return get_task(parsed, tfds_manual_dir=tfds_manual_dir, data_dir=data_dir,
-                    download=download)
+    return get_task(parsed, tfds_manual_dir=tfds_manual_dir, data_dir=data_dir, download=download)
 
 
 def get_task(spec, *, tfds_manual_dir=None, data_dir=None, download=False) -> base.Task:
@@ -55,11 +54,13 @@ def get_task(spec, *, tfds_manual_dir=None, data_dir=None, download=False) -> ba
                 f"Task spec {str(parsed)!r} draws a new episode every meta-step (a training "
                 "task source, see get_source); where a fixed task is needed (evaluation, "
                 "validation) hold one episode fixed with episode=E, e.g. "
-                f"'{parsed},episode=0'.")
+                f"'{parsed},episode=0'."
+            )
         return source
     if parsed.name.startswith(TOY_PREFIX):
         return ToyTask(parsed)
     if parsed.name in IMAGE_DATASETS:
-        return ImageTask(parsed, tfds_manual_dir=tfds_manual_dir, data_dir=data_dir,
-                         download=download)
+        return ImageTask(
+            parsed, tfds_manual_dir=tfds_manual_dir, data_dir=data_dir, download=download
+        )
     raise ValueError(f"Unknown task {parsed.name!r}; known tasks: {', '.join(list_tasks())}.")

@@ -34,8 +34,14 @@ def draw_amplitudes_phases(seed, shape):
     return 5.0 * (u[0] + 0.02), math.pi * u[1]
 
 
-def episode_examples(seed, amplitudes: tf.Tensor, phases: tf.Tensor, steps_per_function: int,
-                     batch_size: int, order: str):
+def episode_examples(
+    seed,
+    amplitudes: tf.Tensor,
+    phases: tf.Tensor,
+    steps_per_function: int,
+    batch_size: int,
+    order: str,
+):
     """One episode per row of amplitudes / phases [P, K]: xs [T, P, B, 1 + K], ys [T, P, B]
     with T = K·S (module doc for the orders)."""
     if order not in ORDERS:
@@ -45,11 +51,13 @@ def episode_examples(seed, amplitudes: tf.Tensor, phases: tf.Tensor, steps_per_f
     function = tf.repeat(tf.range(num_functions), steps_per_function * batch_size)  # [N]
     function = tf.tile(function[None], [population, 1])  # [P, N] continual order
     if order == "iid":
-        keys = tf.random.stateless_uniform([population, per_member],
-                                           tf.random.experimental.stateless_fold_in(seed, 1))
+        keys = tf.random.stateless_uniform(
+            [population, per_member], tf.random.experimental.stateless_fold_in(seed, 1)
+        )
         function = tf.gather(function, tf.argsort(keys, axis=1), batch_dims=1)
-    x, y = _examples(tf.random.experimental.stateless_fold_in(seed, 2), function,
-                     amplitudes, phases)
+    x, y = _examples(
+        tf.random.experimental.stateless_fold_in(seed, 2), function, amplitudes, phases
+    )
     shape = [population, num_functions * steps_per_function, batch_size]
     xs = tf.transpose(tf.reshape(x, [*shape, 1 + num_functions]), [1, 0, 2, 3])
     ys = tf.transpose(tf.reshape(y, shape), [1, 0, 2])
@@ -67,8 +75,9 @@ def _examples(seed, function, amplitudes, phases):
     """Inputs (x, one-hot k) [P, N, 1 + K] and targets [P, N] of function ids [P, N]."""
     num_functions = amplitudes.shape[1]
     x = tf.random.stateless_uniform(function.shape, seed, -X_RANGE, X_RANGE)
-    y = sine_values(x, tf.gather(amplitudes, function, batch_dims=1),
-                    tf.gather(phases, function, batch_dims=1))
+    y = sine_values(
+        x, tf.gather(amplitudes, function, batch_dims=1), tf.gather(phases, function, batch_dims=1)
+    )
     inputs = tf.concat([x[..., None], tf.one_hot(function, num_functions)], axis=-1)
     return inputs, y
 
@@ -88,8 +97,13 @@ class SineEpisodes:
     def __post_init__(self):
         if self.order not in ORDERS:
             raise ValueError(f"order {self.order!r}; one of {ORDERS}")
-        for name in ("num_functions", "steps_per_function", "batch_size", "pool_size",
-                     "query_points"):
+        for name in (
+            "num_functions",
+            "steps_per_function",
+            "batch_size",
+            "pool_size",
+            "query_points",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"sine episodes: {name} must be an int >= 1, got {value!r}")
@@ -109,8 +123,9 @@ class SineEpisodes:
 
     def pool(self):
         """(A [pool_size], φ [pool_size]): the fixed meta-training functions."""
-        a, phi = draw_amplitudes_phases(tf.constant([self.pool_seed, 17], tf.int64),
-                                        [self.pool_size])
+        a, phi = draw_amplitudes_phases(
+            tf.constant([self.pool_seed, 17], tf.int64), [self.pool_size]
+        )
         return a, phi
 
     def functions(self, seed, population: int, stream: str):
@@ -119,10 +134,12 @@ class SineEpisodes:
         if stream == "eval":
             return draw_amplitudes_phases(seed, [population, self.num_functions])
         if self.num_functions > self.pool_size:
-            raise ValueError(f"an episode of {self.num_functions} functions needs a pool of at "
-                             f"least as many, got {self.pool_size}")
+            raise ValueError(
+                f"an episode of {self.num_functions} functions needs a pool of at "
+                f"least as many, got {self.pool_size}"
+            )
         keys = tf.random.stateless_uniform([population, self.pool_size], seed)
-        ids = tf.argsort(keys, axis=1)[:, :self.num_functions]
+        ids = tf.argsort(keys, axis=1)[:, : self.num_functions]
         a, phi = self.pool()
         return tf.gather(a, ids), tf.gather(phi, ids)
 
@@ -131,7 +148,8 @@ class SineEpisodes:
         episodes; stateless in `seed` (int64 [2])."""
         fold = lambda i: tf.random.experimental.stateless_fold_in(seed, i)
         a, phi = self.functions(fold(0), population, stream)
-        xs, ys = episode_examples(fold(1), a, phi, self.steps_per_function, self.batch_size,
-                                  self.order)
+        xs, ys = episode_examples(
+            fold(1), a, phi, self.steps_per_function, self.batch_size, self.order
+        )
         x_query, y_query = query_examples(fold(2), a, phi, self.query_points)
         return xs, ys, x_query, y_query

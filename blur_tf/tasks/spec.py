@@ -69,7 +69,8 @@ def parse_spec(spec: str) -> TaskSpec:
                 options[-1][1] += "," + piece.strip()
             else:
                 raise ValueError(
-                    f"Task spec {spec!r}: expected 'key=value' after ':', got {piece!r}.")
+                    f"Task spec {spec!r}: expected 'key=value' after ':', got {piece!r}."
+                )
     elif sep:
         raise ValueError(f"Task spec {spec!r} ends with ':' but gives no options.")
     return TaskSpec(name, tuple((k, v) for k, v in options))
@@ -83,7 +84,8 @@ def check_keys(spec: TaskSpec, allowed: Iterable[str]) -> None:
         listed = ", ".join(allowed) if allowed else "(none)"
         raise ValueError(
             f"Task spec {str(spec)!r}: unknown option(s) {', '.join(unknown)}; "
-            f"task {spec.name!r} accepts: {listed}.")
+            f"task {spec.name!r} accepts: {listed}."
+        )
 
 
 def parse_int(spec: TaskSpec, key: str, value: str, minimum: int = 1) -> int:
@@ -92,10 +94,10 @@ def parse_int(spec: TaskSpec, key: str, value: str, minimum: int = 1) -> int:
         number = int(value)
     except ValueError:
         raise ValueError(
-            f"Task spec {str(spec)!r}: option {key}={value!r} is not an integer.") from None
+            f"Task spec {str(spec)!r}: option {key}={value!r} is not an integer."
+        ) from None
     if number < minimum:
-        raise ValueError(
-            f"Task spec {str(spec)!r}: option {key}={number} must be >= {minimum}.")
+        raise ValueError(f"Task spec {str(spec)!r}: option {key}={number} must be >= {minimum}.")
     return number
 
 
@@ -122,5 +124,6 @@ def parse_classes(value: str) -> tuple[int, ...]:
         else:
             raise ValueError(
                 f"Malformed class subset classes={value!r}: {part!r} is neither an id nor a "
-                "range like 0-4.")
+                "range like 0-4."
+            )
     return tuple(sorted(classes))

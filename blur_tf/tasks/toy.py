@@ -254,7 +254,7 @@ class ToyTask(base.Task):
     input_size = 2
 
     def __init__(self, spec: TaskSpec):
-        short = spec.name[len(PREFIX):]
+        short = spec.name[len(PREFIX) :]
         if short not in _TOYS:
             raise ValueError(f"Unknown toy task {spec.name!r}; toy tasks: {', '.join(TOY_TASKS)}.")
         definition = _TOYS[short]
