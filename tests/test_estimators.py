@@ -44,7 +44,8 @@ def _gradient(estimator, problem, length, genome=None):
 
 
 @pytest.mark.parametrize(
-    "length,segment,jit", [(7, 3, False), (5, 2, True), (4, 6, False), (1, 2, False)]
+    "length,segment,jit",
+    [(7, 3, False), pytest.param(5, 2, True, marks=pytest.mark.slow), (4, 6, False), (1, 2, False)],
 )
 def test_segmented_gradient_equals_the_full_tape(length, segment, jit):
     problem = _problem()
@@ -118,6 +119,7 @@ def _trainer(problem, estimator, schedule="constant:6", population=2, **kwargs):
     )
 
 
+@pytest.mark.slow  # XLA-compiles and trains both estimators
 def test_xla_segmented_training_matches_the_full_path_and_never_retraces():
     problem = _problem()
     genomes = []

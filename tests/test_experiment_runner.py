@@ -38,6 +38,7 @@ def _spec(tmp_path, text=TINY):
     return spec_lib.parse_spec(str(path))
 
 
+@pytest.mark.slow  # end to end: launcher processes per arm, run twice
 def test_runs_resumes_and_records_a_failing_arm(tmp_path):
     spec, out = _spec(tmp_path), str(tmp_path / "out")
     messages = []

@@ -3,9 +3,12 @@
 import subprocess
 import sys
 
+import pytest
+
 from launchers import meta_benchmark
 
 
+@pytest.mark.slow  # end to end: the benchmark and one subprocess per configuration
 def test_each_configuration_is_measured_in_its_own_fresh_process():
     command = [
         sys.executable,

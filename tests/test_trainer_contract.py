@@ -66,6 +66,7 @@ ALGORITHMS = {
 }
 
 
+@pytest.mark.slow  # trains, stops, resumes and trains again, for both trainers
 @pytest.mark.parametrize("name", ALGORITHMS)
 def test_stop_saves_a_checkpoint_and_a_resumed_run_equals_an_uninterrupted_one(name, tmp_path):
     make, state, tags, total = ALGORITHMS[name]
@@ -94,6 +95,7 @@ def test_stop_saves_a_checkpoint_and_a_resumed_run_equals_an_uninterrupted_one(n
     assert tags - {"flags"} <= found and "flags" in found, tags - found
 
 
+@pytest.mark.slow  # two CMA-ES runs end to end
 def test_cma_resume_keeps_the_history_and_refuses_another_run(tmp_path):
     straight = _cma()
     straight.train(6, resume=False)
