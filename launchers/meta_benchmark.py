@@ -355,12 +355,6 @@ def scaling(fv) -> str:
     return "\n".join(lines)
 
 
-def _process_peak_mb() -> float:
-    import resource  # pylint: disable=g-import-not-at-top
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def inner_gflops(
     problem, networks: int, length: int, jit: bool, seconds: float, flops_per_step: int
 ) -> float:
@@ -392,6 +386,7 @@ def inner_gflops(
 def measure(configs, fv, strategy=None) -> list[Row]:
     """One `Row` per configuration, measured in this process one after the other."""
     from blur_tf import MetaTrainer, Rule  # pylint: disable=g-import-not-at-top
+    from blur_tf.experiment import peak_rss_mb  # pylint: disable=g-import-not-at-top
     from blur_tf.meta import ConstantSchedule, InnerProblem  # pylint: disable=g-import-not-at-top
     from blur_tf.meta.estimators import FullUnrollGradient, SegmentedUnrollGradient  # pylint: disable=g-import-not-at-top
     from blur_tf.tasks import get_task  # pylint: disable=g-import-not-at-top
@@ -428,7 +423,7 @@ def measure(configs, fv, strategy=None) -> list[Row]:
         compile_seconds = time.perf_counter() - start
         for _ in range(2):  # a user's run: the default allocator, nothing trimmed
             trainer.step()
-        process_mb = _process_peak_mb()
+        process_mb = peak_rss_mb()
         set_mmap_threshold(32 << 20)
         steps, elapsed = 0, 0.0
         start = time.perf_counter()
