@@ -20,7 +20,7 @@ import math
 import os
 from collections.abc import Callable, Mapping
 
-from blur_tf import config
+from blur_tf import allocator, config
 from blur_tf.experiment import RunDirectory, peak_rss_mb
 from blur_tf.progress import Progress
 
@@ -191,6 +191,7 @@ def run(app: Application, values: Mapping, command: str, defaults: Mapping, resu
     """Runs `app` with flag `values` (module doc); returns the summary dict."""
     run_dir = RunDirectory(values["out_dir"])
     cfg = app.check(values, check_config(values))
+    allocator.limit_arenas(values.get("malloc_arenas", allocator.DEFAULT_ARENAS))
     strategy = make_strategy(values, app.meta_batch(values))
     from blur_tf.meta.distribute import is_chief  # pylint: disable=g-import-not-at-top
 

@@ -24,6 +24,7 @@ import time
 import numpy as np
 from absl import app, flags, logging
 
+from blur_tf import allocator
 from blur_tf.evaluation.episodes import evaluate_episodes
 from blur_tf.experiment import Interrupted, RunDirectory
 from blur_tf.files import atomic_write
@@ -96,6 +97,13 @@ def define_flags(fv: flags.FlagValues = FLAGS) -> None:
     define(flags.DEFINE_string, "out_dir", None, "Output folder (required).")
     define(flags.DEFINE_string, "tfds_manual_dir", None, "Unused (set by the experiment runner).")
     define(flags.DEFINE_string, "data_dir", None, "Unused (set by the experiment runner).")
+    flags.DEFINE_integer(
+        "malloc_arenas",
+        allocator.DEFAULT_ARENAS,
+        allocator.FLAG_HELP,
+        lower_bound=0,
+        flag_values=fv,
+    )
 
 
 RESUMABLE = (
@@ -105,6 +113,7 @@ RESUMABLE = (
     "tfds_manual_dir",
     "data_dir",
     "meta_steps",
+    "malloc_arenas",
 )
 NAMES = (
     "learner",
@@ -131,6 +140,7 @@ NAMES = (
     "out_dir",
     "tfds_manual_dir",
     "data_dir",
+    "malloc_arenas",
 )
 
 
@@ -205,6 +215,7 @@ def load_params(path: str, template):
 def run(values: dict) -> dict:
     """Meta-trains, evaluates and writes the run folder (module doc); the summary."""
     run_dir = RunDirectory(values["out_dir"])
+    allocator.limit_arenas(values["malloc_arenas"])
     problem, initial = build(values)
     with run_dir.lock():
         run_dir.check_resume(values, {}, RESUMABLE)

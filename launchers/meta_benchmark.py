@@ -12,8 +12,8 @@ bookkeeping included), then the memory measurement, then the reference rate.
 
 Memory, two figures:
 - **process peak**: the subprocess's whole peak RSS (`ru_maxrss`) after its first 3 meta-steps,
-  with the default allocator — what the operating system sees for a user's `meta_train` run of
-  that configuration (compilation included);
+  with the launchers' allocator settings (`--malloc_arenas`) — what the operating system sees
+  for a user's `meta_train` run of that configuration (compilation included);
 - **added**: the peak above the level just before 2 further meta-steps, sampled every
   millisecond by a thread, with glibc's mmap threshold at 128 KiB and freed heap trimmed first
   (so freed buffers leave the process): what the meta-step itself holds. Speed is timed with
@@ -117,6 +117,14 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
         "Run each configuration in a fresh subprocess and report that process's whole peak RSS.",
         flag_values=fv,
     )
+    flags.DEFINE_integer(
+        "malloc_arenas",
+        2,
+        "glibc malloc arenas of each measuring process (0: glibc's default, 8 per core); "
+        "the training launchers' flag of the same name and default.",
+        lower_bound=0,
+        flag_values=fv,
+    )
     flags.DEFINE_boolean(
         "json",
         False,
@@ -177,17 +185,6 @@ def device_counts(fv) -> list[int]:
     return parse_ints(fv.devices, "devices")
 
 
-def _libc():
-    import ctypes  # pylint: disable=g-import-not-at-top
-
-    return ctypes.CDLL("libc.so.6")
-
-
-def set_mmap_threshold(size: int) -> None:
-    """mallopt(M_MMAP_THRESHOLD, size): buffers ≥ size are mapped, and unmapped when freed."""
-    _libc().mallopt(-3, size)
-
-
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * 4096
@@ -197,7 +194,9 @@ class PeakMemory:
     """Peak RSS above the level at entry, sampled every millisecond by a thread."""
 
     def __enter__(self):
-        _libc().malloc_trim(0)
+        from blur_tf import allocator  # pylint: disable=g-import-not-at-top
+
+        allocator.trim()
         self.start = self.peak = _rss_bytes()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -230,7 +229,7 @@ class Row:
     config: Config
     rate: float  # meta-steps/s
     added_mb: float  # peak RSS above the level before the measured meta-steps (trimmed heap)
-    process_mb: float  # whole-process peak RSS after the first 3 meta-steps, default allocator
+    process_mb: float  # whole-process peak RSS after the first 3 meta-steps, launchers' allocator
     compile_seconds: float  # the first meta-step
     flops: float  # counted FLOPs per meta-step
     inner_gflops: float  # GFLOP/s of the same networks' inner steps alone, same process
@@ -385,13 +384,14 @@ def inner_gflops(
 
 def measure(configs, fv, strategy=None) -> list[Row]:
     """One `Row` per configuration, measured in this process one after the other."""
-    from blur_tf import MetaTrainer, Rule  # pylint: disable=g-import-not-at-top
+    from blur_tf import MetaTrainer, Rule, allocator  # pylint: disable=g-import-not-at-top
     from blur_tf.experiment import peak_rss_mb  # pylint: disable=g-import-not-at-top
     from blur_tf.meta import ConstantSchedule, InnerProblem  # pylint: disable=g-import-not-at-top
     from blur_tf.meta.estimators import FullUnrollGradient, SegmentedUnrollGradient  # pylint: disable=g-import-not-at-top
     from blur_tf.tasks import get_task  # pylint: disable=g-import-not-at-top
     from launchers.benchmark import blur_flops  # pylint: disable=g-import-not-at-top
 
+    allocator.limit_arenas(fv.malloc_arenas)
     specs = [s.strip() for v in fv.tasks for s in v.split(";") if s.strip()]
     tasks = [get_task(s, tfds_manual_dir=fv.tfds_manual_dir) for s in specs]
     hidden = parse_ints(fv.layer_sizes, "layer_sizes")
@@ -421,10 +421,10 @@ def measure(configs, fv, strategy=None) -> list[Row]:
         start = time.perf_counter()
         trainer.step()
         compile_seconds = time.perf_counter() - start
-        for _ in range(2):  # a user's run: the default allocator, nothing trimmed
+        for _ in range(2):  # a user's run: the launchers' allocator, nothing trimmed
             trainer.step()
         process_mb = peak_rss_mb()
-        set_mmap_threshold(32 << 20)
+        allocator.set_mmap_threshold(32 << 20)
         steps, elapsed = 0, 0.0
         start = time.perf_counter()
         while steps < 2 or elapsed < fv.seconds:
@@ -432,7 +432,7 @@ def measure(configs, fv, strategy=None) -> list[Row]:
             steps += 1
             elapsed = time.perf_counter() - start
         rate = steps / elapsed
-        set_mmap_threshold(128 << 10)
+        allocator.set_mmap_threshold(128 << 10)
         with PeakMemory() as memory:
             for _ in range(2):
                 trainer.step()

@@ -21,7 +21,7 @@ import sys
 
 from absl import flags, logging
 
-from blur_tf import config
+from blur_tf import allocator, config
 from launchers import exit_with_error, write_error_line
 
 FLAGS = flags.FLAGS
@@ -129,6 +129,13 @@ RUN.define(
 RUN.define(flags.DEFINE_integer, "keep_checkpoints", 3, "Checkpoints kept.", lower_bound=1)
 RUN.define(flags.DEFINE_integer, "log_every", 20, "Log every N steps.", lower_bound=0)
 RUN.define(flags.DEFINE_string, "out_dir", None, "Output folder (required).")
+RUN.define(
+    flags.DEFINE_integer,
+    "malloc_arenas",
+    allocator.DEFAULT_ARENAS,
+    allocator.FLAG_HELP,
+    lower_bound=0,
+)
 RUN.define(
     flags.DEFINE_string,
     "tfds_manual_dir",

@@ -5,6 +5,7 @@ and its clear errors."""
 import json
 import os
 
+import numpy as np
 import pytest
 from absl import flags
 
@@ -130,3 +131,56 @@ def test_launcher_refuses_bad_flags_before_any_work(tmp_path, capsys):
         "experiment: error: [evaluation acc]: kind=accuracy needs ['layer_sizes', 'tasks']"
     )
     assert not (tmp_path / "out" / "arms").exists()
+
+
+def test_decision_regions_of_the_backprop_genome(tmp_path):
+    """Paper Fig. 4's measure: the true map is the task's label_fn on the grid (x0 across, x1
+    up), and the backprop genome learns toy.and's quadrant well above chance in 50 steps."""
+    from blur_tf.study import arms as arms_lib
+    from blur_tf.study import measures
+
+    arms_lib.write_genome_arm(spec_lib.Arm("bp", genome="backprop:0.3"), str(tmp_path))
+    options = measures.check_options(
+        "decision_regions", {"task": "toy.and", "steps": "50,1", "grid": "16"}, "[evaluation r]"
+    )
+    assert options["steps"] == [1, 50]
+    stem = str(tmp_path / "eval_r")
+    result = measures.measure("decision_regions", options, str(tmp_path / "genome.json"), stem, {})
+    maps = np.load(result["regions"])
+    assert maps.shape == (3, 16, 16) and result["steps"] == [1, 50]
+    assert maps[0][-1, -1] == 1 and maps[0][0, -1] == 0 and maps[0][-1, 0] == 0  # quadrant I
+    assert maps[0].mean() == pytest.approx(0.25)
+    assert result["metrics"]["grid_accuracy@50"] > 0.85
+    image = {"kind": "regions", "path": result["regions"], "steps": result["steps"]}
+    metrics = {"mean:a@1": 0.5, "mean:b@1": 0.4}
+    arm = {"meta_curve": [], "curves": {}, "metrics": metrics, "images": {"r": image}}
+    correlation = {"x": "a@1", "y": "b@1", "pearson_r": None, "arms": 1}
+    runner.plot({"arms": {"bp": arm}, "correlation": correlation}, str(tmp_path / "f.png"))
+    assert os.path.getsize(tmp_path / "f.png") > 1000
+    with pytest.raises(ValueError, match="need a toy"):
+        measures.check_options("decision_regions", {"task": "mnist"}, "[evaluation r]")
+
+
+def test_correlation_over_arms(tmp_path):
+    rows = {
+        name: {
+            "metrics": {"tr:a@10": t, "tr:b@10": t + 0.1, "tr:a@50": 0.0, "ho:c@10": h},
+            "curves": {"tr:a": {"10": [t, 0.02], "50": [0.0, 0.5]}, "tr:b": {"10": [t, 0.04]}},
+        }
+        for name, t, h in (("s0", 0.5, 0.4), ("s1", 0.7, 0.6), ("s2", 0.9, 0.8), ("s3", 0.6, None))
+    }
+    c = runner.correlation(rows, "tr@10", "ho@10")
+    assert rows["s0"]["metrics"]["mean:tr@10"] == pytest.approx(0.55)
+    assert rows["s0"]["metrics"]["sd:tr@10"] == pytest.approx(0.03)  # over panels a and b
+    assert rows["s0"]["metrics"]["sd:ho@10"] is None
+    assert rows["s3"]["metrics"]["mean:ho@10"] is None
+    assert c["arms"] == 3 and c["pearson_r"] == pytest.approx(1.0)
+    text = TINY.replace("title = tiny", "title = tiny\ncorrelate = asym@10")
+    with pytest.raises(ValueError, match="two columns"):
+        _spec(tmp_path, text)
+    with pytest.raises(ValueError, match="is not '<evaluation>@<T>'"):
+        _spec(tmp_path, text.replace("asym@10", "asym@10 nope@10"))
+    assert _spec(tmp_path, text.replace("asym@10", "asym@10 asym@20")).correlate == (
+        "asym@10",
+        "asym@20",
+    )

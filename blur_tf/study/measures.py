@@ -11,9 +11,16 @@
   initial synapses and batch), `inner_steps` (0: at the initial synapses; N: after N full-batch
   steps). Metrics `asymmetry` (‖J − Jᵀ‖/‖J‖), `jacobian_norm`, `max_log_asymmetry`;
   J itself is saved next to the result (`<evaluation>.npy`) for the figure.
+* `decision_regions`: a fresh network trained by the genome on a 2-D toy task (paper Fig. 4),
+  its predicted class on a dense grid over [-1, 1]² after each of `steps`. Options: `task`
+  (a `toy.*` spec), `layer_sizes` (32), `steps` (10,50), `batch_size` (64), `seed` (0, initial
+  synapses and batches), `grid` (64 points per side). Metrics `grid_accuracy@<T>`: the share
+  of grid points whose predicted class is the task's true class (`label_fn`). The maps
+  [true, after steps[0], …] are saved next to the result (`<evaluation>.npy`) for the figure.
 
 `measure(kind, options, genome_path, out_stem, data)` returns a JSON-ready dict with
-'metrics' ({name: float}) and, for `accuracy`, 'curves' ({panel: {step: [mean, std]}}).
+'metrics' ({name: float}), for `accuracy` 'curves' ({panel: {step: [mean, std]}}), and for the
+two kinds that save an array its path under 'jacobian' or 'regions'.
 """
 
 from __future__ import annotations
@@ -35,6 +42,14 @@ OPTIONS = {
         "examples": "256",
         "seed": "0",
         "inner_steps": "0",
+    },
+    "decision_regions": {
+        "task": None,
+        "layer_sizes": "32",
+        "steps": "10,50",
+        "batch_size": "64",
+        "seed": "0",
+        "grid": "64",
     },
 }
 
@@ -81,6 +96,20 @@ def check_options(kind: str, options: dict, where: str) -> dict:
                 parse_spec(task)
             if not parsed["tasks"] or parsed["seeds"] < 1 or parsed["batch_size"] < 2:
                 raise ValueError("needs tasks, seeds >= 1 and batch_size >= 2")
+        elif kind == "decision_regions":
+            parsed = {
+                "task": values["task"],
+                "layer_sizes": _ints(values["layer_sizes"], "layer_sizes"),
+                "steps": sorted(set(_ints(values["steps"], "steps"))),
+                **{k: _ints(values[k], k)[0] for k in ("batch_size", "seed", "grid")},
+            }
+            if not parsed["task"].startswith("toy."):
+                raise ValueError(f"task={parsed['task']!r}: decision regions need a toy.* task")
+            from blur_tf.tasks.spec import parse_spec  # pylint: disable=g-import-not-at-top
+
+            parse_spec(parsed["task"])
+            if parsed["grid"] < 2 or parsed["batch_size"] < 2 or parsed["steps"][0] < 1:
+                raise ValueError("needs grid >= 2, batch_size >= 2 and steps >= 1")
         else:
             parsed = {
                 "task": values["task"],
@@ -102,6 +131,8 @@ def measure(kind: str, options: dict, genome_path: str, out_stem: str, data: dic
     learner = load_learner(genome_path)
     if kind == "accuracy":
         return _accuracy(learner, options, data)
+    if kind == "decision_regions":
+        return _decision_regions(learner, options, out_stem, data)
     return _asymmetry(learner, options, out_stem, data)
 
 
@@ -163,4 +194,50 @@ def _asymmetry(learner, options, out_stem, data) -> dict:
         },
         "parameters": int(jacobian.shape[0]),
         "jacobian": out_stem + ".npy",
+    }
+
+
+def grid_points(size: int) -> np.ndarray:
+    """[size², 2] float32: the dense grid over [-1, 1]², row-major with x1 along the rows
+    (so `.reshape(size, size)` of a per-point value is an image with x0 across, x1 up)."""
+    axis = np.linspace(-1.0, 1.0, size, dtype=np.float32)
+    x1, x0 = np.meshgrid(axis, axis, indexing="ij")
+    return np.stack([x0.ravel(), x1.ravel()], axis=1)
+
+
+def _decision_regions(learner, options, out_stem, data) -> dict:
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+    from blur_tf.files import atomic_write  # pylint: disable=g-import-not-at-top
+    from blur_tf.network import BlurNetwork  # pylint: disable=g-import-not-at-top
+    from blur_tf.tasks import get_task  # pylint: disable=g-import-not-at-top
+
+    task = get_task(options["task"], **data)
+    network = BlurNetwork(
+        [task.input_size, *options["layer_sizes"], task.num_classes], learner.rule
+    )
+    seed, steps, size = options["seed"], options["steps"], options["grid"]
+    batches = [
+        task.sample_train(tf.constant([seed, t]), options["batch_size"]) for t in range(steps[-1])
+    ]
+    xs, ys = tf.stack([b[0] for b in batches]), tf.stack([b[1] for b in batches])
+    points = grid_points(size)
+    maps = [task.label_fn(points).numpy().reshape(size, size)]
+    synapses, done = network.init_synapses(1, seed), 0
+    for horizon in steps:
+        if horizon > done:
+            synapses = network.unroll(
+                learner.genome, synapses, (xs[done:horizon], ys[done:horizon]), horizon - done
+            )
+            done = horizon
+        logits = network.predict(learner.genome, synapses, points)[0]
+        maps.append(np.argmax(logits.numpy(), axis=-1).reshape(size, size))
+    maps = np.stack(maps).astype(np.int32)
+    atomic_write(out_stem + ".npy", lambda f: np.save(f, maps), binary=True)
+    return {
+        "metrics": {
+            f"grid_accuracy@{t}": float(np.mean(m == maps[0])) for t, m in zip(steps, maps[1:])
+        },
+        "steps": steps,
+        "regions": out_stem + ".npy",
     }

@@ -28,6 +28,8 @@ from blur_tf.study import arms as arms_lib
 from blur_tf.study import measures
 from blur_tf.study.spec import Spec
 
+IMAGE_KINDS = ("jacobian", "regions")  # evaluation results that save an array to draw
+
 
 def check_evaluations(spec: Spec) -> dict:
     """{evaluation name: parsed options}; ValueError naming the section."""
@@ -179,10 +181,61 @@ def aggregate(spec: Spec, out_dir: str) -> dict:
             entry["curves"].update(
                 {f"{evaluation.name}:{k}": v for k, v in result.get("curves", {}).items()}
             )
-            if "jacobian" in result:
-                entry.setdefault("jacobians", {})[evaluation.name] = result["jacobian"]
+            for kind in IMAGE_KINDS:
+                if kind in result:
+                    entry.setdefault("images", {})[evaluation.name] = {
+                        "kind": kind,
+                        "path": result[kind],
+                        "steps": result.get("steps"),
+                    }
         rows[arm.name] = entry
-    return {"title": spec.title, "arms": rows}
+    results = {"title": spec.title, "arms": rows}
+    if spec.correlate:
+        results["correlation"] = correlation(rows, *spec.correlate)
+    return results
+
+
+def panel_mean(metrics: dict, column: str) -> float | None:
+    """The mean of an evaluation's metrics at one horizon: `column` = '<evaluation>@<T>'
+    averages every '<evaluation>:<panel>@<T>' (None if there is none)."""
+    evaluation, horizon = column.rsplit("@", 1)
+    values = [
+        v
+        for k, v in metrics.items()
+        if k.startswith(evaluation + ":") and k.endswith(f"@{horizon}") and v is not None
+    ]
+    return float(np.mean(values)) if values else None
+
+
+def panel_spread(curves: dict, column: str) -> float | None:
+    """The spread over synapse initializations at one horizon: `column` = '<evaluation>@<T>'
+    averages, over the evaluation's panels, the standard deviation of test accuracy across
+    the fresh networks after T steps (None if there is none)."""
+    evaluation, horizon = column.rsplit("@", 1)
+    values = [
+        curve[horizon][1]
+        for k, curve in curves.items()
+        if k.startswith(evaluation + ":") and horizon in curve
+    ]
+    return float(np.mean(values)) if values else None
+
+
+def correlation(rows: dict, x: str, y: str) -> dict:
+    """Adds the metrics 'mean:<x>' and 'mean:<y>' (`panel_mean`) and 'sd:<x>', 'sd:<y>'
+    (`panel_spread`) to every arm and returns the Pearson correlation of the two means over
+    the arms that have both."""
+    pairs = []
+    for entry in rows.values():
+        for column in (x, y):
+            entry["metrics"][f"mean:{column}"] = panel_mean(entry["metrics"], column)
+            entry["metrics"][f"sd:{column}"] = panel_spread(entry["curves"], column)
+        a, b = entry["metrics"][f"mean:{x}"], entry["metrics"][f"mean:{y}"]
+        if a is not None and b is not None:
+            pairs.append((a, b))
+    r = None
+    if len(pairs) >= 3 and np.std([p[0] for p in pairs]) > 0 and np.std([p[1] for p in pairs]) > 0:
+        r = float(np.corrcoef(np.array(pairs).T)[0, 1])
+    return {"x": x, "y": y, "pearson_r": r, "arms": len(pairs)}
 
 
 def _metric_columns(results: dict) -> list[str]:
@@ -215,6 +268,13 @@ def markdown_table(results: dict) -> str:
             *[_cell(entry["metrics"].get(c)) for c in columns],
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    if "correlation" in results:
+        c = results["correlation"]
+        lines += [
+            "",
+            f"Pearson r(mean {c['x']}, mean {c['y']}) = {_cell(c['pearson_r'])}"
+            f" over {c['arms']} arms.",
+        ]
     return "\n".join([f"# {results['title']}", "", *lines, ""])
 
 
@@ -256,10 +316,12 @@ def plot(results: dict, path: str) -> None:
         panels.append(("meta-training: validation score", "meta", None))
     curve_panels = sorted({p for e in arms.values() for p in e["curves"]})
     panels += [(p, "curve", p) for p in curve_panels]
+    if results.get("correlation", {}).get("arms"):
+        panels.append(("correlation", "scatter", results["correlation"]))
     panels += [
-        (f"{name} [{ev}]", "image", (name, ev))
+        (f"{name} [{ev}]", "image", image)
         for name, e in arms.items()
-        for ev in e.get("jacobians", {})
+        for ev, image in e.get("images", {}).items()
     ]
     if not panels:
         return
@@ -283,22 +345,49 @@ def plot(results: dict, path: str) -> None:
                 if what in e["curves"]:
                     curve = e["curves"][what]  # {step (a JSON string): [mean, std]}
                     steps = sorted(curve, key=int)
-                    ax.plot(
-                        [int(s) for s in steps],
-                        [curve[s][0] for s in steps],
-                        marker="o",
-                        ms=3,
-                        label=name,
-                    )
+                    x = [int(s) for s in steps]
+                    mean, sd = (np.array([curve[s][i] for s in steps]) for i in (0, 1))
+                    (line,) = ax.plot(x, mean, marker="o", ms=3, label=name)
+                    # The spread over synapse initializations: ± one std over the networks.
+                    ax.fill_between(x, mean - sd, mean + sd, color=line.get_color(), alpha=0.12)
             plotting.accuracy_axes(
                 ax, what, fontsize=8, log_x=True, unit_y=True, legend={"fontsize": 6}
             )
-        else:
+        elif kind == "scatter":
+            _scatter(ax, arms, what)
+        elif what["kind"] == "jacobian":
             from blur_tf.asymmetry import asymmetry, log_asymmetry  # pylint: disable=g-import-not-at-top
 
-            name, ev = what
-            jacobian = np.load(arms[name]["jacobians"][ev])
+            jacobian = np.load(what["path"])
             image = ax.imshow(log_asymmetry(jacobian), cmap="viridis", vmin=-16, vmax=2)
             fig.colorbar(image, ax=ax, fraction=0.046)
             ax.set_title(f"{title}\nln|J−Jᵀ|, ‖J−Jᵀ‖/‖J‖ = {asymmetry(jacobian):.2g}", fontsize=8)
+        else:
+            _regions(ax, title, np.load(what["path"]), what["steps"])
     plotting.save_png(fig, path)
+
+
+def _scatter(ax, arms: dict, c: dict) -> None:
+    """Held-out against training accuracy (paper Fig. 4): one point per arm."""
+    for name, e in arms.items():
+        a, b = e["metrics"].get(f"mean:{c['x']}"), e["metrics"].get(f"mean:{c['y']}")
+        if a is not None and b is not None:
+            ax.scatter([a], [b], s=12)
+            ax.annotate(name, (a, b), fontsize=5)
+    ax.set_xlabel(f"mean {c['x']}", fontsize=7)
+    ax.set_ylabel(f"mean {c['y']}", fontsize=7)
+    ax.set_title(f"Pearson r = {_cell(c['pearson_r'])} ({c['arms']} arms)", fontsize=8)
+    ax.tick_params(labelsize=6)
+
+
+def _regions(ax, title: str, maps: np.ndarray, steps) -> None:
+    """The predicted classes after the last horizon, the true boundaries as contours."""
+    extent = (-1, 1, -1, 1)
+    ax.imshow(maps[-1], origin="lower", extent=extent, cmap="coolwarm", interpolation="nearest")
+    ax.contour(
+        maps[0], levels=np.arange(maps[0].max()) + 0.5, extent=extent, colors="k", linewidths=0.6
+    )
+    accuracy = float(np.mean(maps[-1] == maps[0]))
+    ax.set_title(f"{title} after {steps[-1]} steps\ngrid accuracy {accuracy:.3f}", fontsize=8)
+    ax.set_xticks([])
+    ax.set_yticks([])

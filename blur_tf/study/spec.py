@@ -3,6 +3,7 @@
     [experiment]
     title = Fig. 8: forward / backward normalization
     figure = fig8_normalization          # OUT/<figure>.png
+    correlate = train@10 heldout@10      # optional: Pearson r over the arms, and a scatter
     flags = --flagfile=launchers/configs/toy2d.cfg   # shared by every launcher arm
             --meta_steps=300
 
@@ -75,6 +76,7 @@ class Spec:
     figure: str
     arms: tuple
     evaluations: tuple
+    correlate: tuple = ()  # (x, y), each '<evaluation>@<T>' (blur_tf.study.runner.correlation)
 
     def arm(self, name: str) -> Arm:
         return next(a for a in self.arms if a.name == name)
@@ -134,7 +136,7 @@ def parse_spec(path: str) -> Spec:
     if "experiment" not in parser:
         raise ValueError(f"{path}: needs an [experiment] section")
     head = parser["experiment"]
-    _known(head, ("title", "figure", "flags"), f"{path} [experiment]")
+    _known(head, ("title", "figure", "flags", "correlate"), f"{path} [experiment]")
     shared = expand_flags(head.get("flags", ""), f"{path} [experiment] flags")
     arms, evaluations = [], []
     for section in parser.sections():
@@ -167,7 +169,22 @@ def parse_spec(path: str) -> Spec:
     figure = head.get("figure", os.path.splitext(os.path.basename(path))[0])
     if not _NAME.match(figure):
         raise ValueError(f"{path} [experiment] figure={figure!r}: a file name without folders")
-    return Spec(head.get("title", figure), figure, tuple(arms), tuple(evaluations))
+    correlate = tuple(head.get("correlate", "").split())
+    if correlate:
+        _check_correlate(correlate, evaluations, f"{path} [experiment] correlate")
+    return Spec(head.get("title", figure), figure, tuple(arms), tuple(evaluations), correlate)
+
+
+def _check_correlate(columns: tuple, evaluations, where: str) -> None:
+    names = [e.name for e in evaluations]
+    if len(columns) != 2:
+        raise ValueError(f"{where}: two columns '<evaluation>@<T>', got {list(columns)}")
+    for column in columns:
+        evaluation, _, horizon = column.rpartition("@")
+        if evaluation not in names or not horizon.isdigit():
+            raise ValueError(
+                f"{where}: {column!r} is not '<evaluation>@<T>' with an evaluation of {names}"
+            )
 
 
 def _parse_arm(name, values, shared, where) -> Arm:
