@@ -175,12 +175,61 @@ def test_correlation_over_arms(tmp_path):
     assert rows["s0"]["metrics"]["sd:ho@10"] is None
     assert rows["s3"]["metrics"]["mean:ho@10"] is None
     assert c["arms"] == 3 and c["pearson_r"] == pytest.approx(1.0)
-    text = TINY.replace("title = tiny", "title = tiny\ncorrelate = asym@10")
-    with pytest.raises(ValueError, match="two columns"):
+    text = (TINY + "[evaluation acc]\nkind = accuracy\ntasks = toy.and\nlayer_sizes = 4\n").replace(
+        "title = tiny", "title = tiny\ncorrelate = acc@10"
+    )
+    with pytest.raises(ValueError, match="2 columns"):
         _spec(tmp_path, text)
     with pytest.raises(ValueError, match="is not '<evaluation>@<T>'"):
-        _spec(tmp_path, text.replace("asym@10", "asym@10 nope@10"))
-    assert _spec(tmp_path, text.replace("asym@10", "asym@10 asym@20")).correlate == (
-        "asym@10",
-        "asym@20",
+        _spec(tmp_path, text.replace("acc@10", "acc@10 nope@10"))
+    with pytest.raises(ValueError, match="accuracy evaluation"):  # asymmetry has no panels
+        _spec(tmp_path, text.replace("acc@10", "acc@10 asym@10"))
+    assert _spec(tmp_path, text.replace("acc@10", "acc@10 acc@20")).correlate == (
+        "acc@10",
+        "acc@20",
     )
+    with pytest.raises(ValueError, match="one column"):
+        _spec(tmp_path, text.replace("correlate = acc@10", "matrix = acc@10 acc@20"))
+    parsed = _spec(
+        tmp_path, text.replace("correlate = acc@10", "matrix = acc@10\nsummarize = acc@1 acc@5")
+    )
+    assert parsed.matrix == "acc@10" and parsed.summarize == ("acc@1", "acc@5")
+
+
+def test_summarize_and_matrix(tmp_path):
+    rows = {
+        "deep": {
+            "metrics": {"d:mnist/64@10": 0.8, "d:mnist/64,64@10": 0.6, "d:mnist/64@20": 0.9},
+            "curves": {"d:mnist/64": {"10": [0.8, 0.01]}, "d:mnist/64,64": {"10": [0.6, 0.03]}},
+        },
+        "shallow": {
+            "metrics": {"d:mnist/64@10": 0.7, "d:mnist/64,64@10": 0.1},
+            "curves": {"d:mnist/64": {"10": [0.7, 0.05]}, "d:mnist/64,64": {"10": [0.1, 0.01]}},
+        },
+        "failed": {"metrics": {}, "curves": {}},
+    }
+    runner.summarize(rows, ["d@10"])
+    assert rows["deep"]["metrics"]["mean:d@10"] == pytest.approx(0.7)
+    assert rows["deep"]["metrics"]["sd:d@10"] == pytest.approx(0.02)  # over networks
+    assert rows["deep"]["metrics"]["sd_tasks:d@10"] == pytest.approx(0.1)  # over panels
+    assert rows["failed"]["metrics"]["mean:d@10"] is None
+    m = runner.matrix(rows, "d@10")
+    assert m["panels"] == ["mnist/64", "mnist/64,64"]
+    assert m["rows"] == {"deep": [0.8, 0.6], "shallow": [0.7, 0.1]}  # no row for 'failed'
+    results = {"title": "t", "arms": {}, "matrix": m}
+    assert "| shallow | 0.7 | 0.1 |" in runner.markdown_table(results)
+    arm = {"meta_curve": [], "curves": {}, "metrics": {}}
+    runner.plot({"arms": {"deep": arm}, "matrix": m}, str(tmp_path / "m.png"))
+    assert os.path.getsize(tmp_path / "m.png") > 1000
+
+
+def test_every_shipped_spec_parses_and_meta_trains_on_training_data_only():
+    root = os.path.join(os.path.dirname(__file__), "..", "experiments")
+    specs = sorted(f for f in os.listdir(root) if f.endswith(".cfg"))
+    assert len(specs) >= 8
+    for name in specs:
+        parsed = spec_lib.parse_spec(os.path.join(root, name))
+        for arm in parsed.arms:
+            for token in arm.flags:
+                if spec_lib.flag_name(token) in ("tasks", "validation_tasks"):
+                    assert "split=test" not in token, (name, arm.name, token)

@@ -9,7 +9,8 @@
 4. aggregates every arm of the spec found on disk (also those run elsewhere with --arms):
    results.json, results.csv (one row per arm, one column per metric), results.md, <figure>.png
    (meta-training validation score per meta-step, accuracy per inner step per task and
-   architecture, ln|J − Jᵀ| images) and TensorBoard scalars of the evaluations in
+   architecture, a bar chart per `summarize` column, the correlation scatter, the `matrix`
+   heat map, ln|J − Jᵀ| images) and TensorBoard scalars of the evaluations in
    OUT/arms/<arm>/tb_eval: `tensorboard --logdir=OUT/arms` overlays every arm's curves.
 """
 
@@ -19,6 +20,7 @@ import hashlib
 import json
 import math
 import os
+import textwrap
 
 import numpy as np
 
@@ -189,21 +191,30 @@ def aggregate(spec: Spec, out_dir: str) -> dict:
                         "steps": result.get("steps"),
                     }
         rows[arm.name] = entry
-    results = {"title": spec.title, "arms": rows}
+    results = {"title": spec.title, "arms": rows, "summaries": list(spec.summarize)}
+    summarize(rows, spec.summarize)
     if spec.correlate:
         results["correlation"] = correlation(rows, *spec.correlate)
+    if spec.matrix:
+        results["matrix"] = matrix(rows, spec.matrix)
     return results
 
 
-def panel_mean(metrics: dict, column: str) -> float | None:
-    """The mean of an evaluation's metrics at one horizon: `column` = '<evaluation>@<T>'
-    averages every '<evaluation>:<panel>@<T>' (None if there is none)."""
+def panel_values(metrics: dict, column: str) -> dict:
+    """{panel: value} of an evaluation at one horizon: `column` = '<evaluation>@<T>' selects
+    every metric '<evaluation>:<panel>@<T>' that has a value."""
     evaluation, horizon = column.rsplit("@", 1)
-    values = [
-        v
+    prefix, suffix = evaluation + ":", f"@{horizon}"
+    return {
+        k[len(prefix) : -len(suffix)]: v
         for k, v in metrics.items()
-        if k.startswith(evaluation + ":") and k.endswith(f"@{horizon}") and v is not None
-    ]
+        if k.startswith(prefix) and k.endswith(suffix) and v is not None
+    }
+
+
+def panel_mean(metrics: dict, column: str) -> float | None:
+    """The mean of `panel_values` (None if there is none)."""
+    values = list(panel_values(metrics, column).values())
     return float(np.mean(values)) if values else None
 
 
@@ -220,15 +231,24 @@ def panel_spread(curves: dict, column: str) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def correlation(rows: dict, x: str, y: str) -> dict:
-    """Adds the metrics 'mean:<x>' and 'mean:<y>' (`panel_mean`) and 'sd:<x>', 'sd:<y>'
-    (`panel_spread`) to every arm and returns the Pearson correlation of the two means over
-    the arms that have both."""
-    pairs = []
+def summarize(rows: dict, columns) -> None:
+    """Adds to every arm, per column '<evaluation>@<T>': 'mean:<column>' (`panel_mean`),
+    'sd:<column>' (`panel_spread`, over synapse initializations) and 'sd_tasks:<column>' (the
+    standard deviation of the panels' means, e.g. over a set of fixed episodes)."""
     for entry in rows.values():
-        for column in (x, y):
+        for column in columns:
+            values = list(panel_values(entry["metrics"], column).values())
             entry["metrics"][f"mean:{column}"] = panel_mean(entry["metrics"], column)
             entry["metrics"][f"sd:{column}"] = panel_spread(entry["curves"], column)
+            entry["metrics"][f"sd_tasks:{column}"] = float(np.std(values)) if values else None
+
+
+def correlation(rows: dict, x: str, y: str) -> dict:
+    """`summarize`s x and y for every arm and returns the Pearson correlation of their means
+    over the arms that have both."""
+    summarize(rows, (x, y))
+    pairs = []
+    for entry in rows.values():
         a, b = entry["metrics"][f"mean:{x}"], entry["metrics"][f"mean:{y}"]
         if a is not None and b is not None:
             pairs.append((a, b))
@@ -236,6 +256,20 @@ def correlation(rows: dict, x: str, y: str) -> dict:
     if len(pairs) >= 3 and np.std([p[0] for p in pairs]) > 0 and np.std([p[1] for p in pairs]) > 0:
         r = float(np.corrcoef(np.array(pairs).T)[0, 1])
     return {"x": x, "y": y, "pearson_r": r, "arms": len(pairs)}
+
+
+def matrix(rows: dict, column: str) -> dict:
+    """Arms × panels of one evaluation at one horizon (paper Fig. 10: train depth × evaluation
+    depth): {'column', 'panels' (in first-seen order), 'rows': {arm: [value or None, …]}}."""
+    per_arm = {name: panel_values(e["metrics"], column) for name, e in rows.items()}
+    panels = list(dict.fromkeys(p for values in per_arm.values() for p in values))
+    return {
+        "column": column,
+        "panels": panels,
+        "rows": {
+            name: [values.get(p) for p in panels] for name, values in per_arm.items() if values
+        },
+    }
 
 
 def _metric_columns(results: dict) -> list[str]:
@@ -274,6 +308,17 @@ def markdown_table(results: dict) -> str:
             "",
             f"Pearson r(mean {c['x']}, mean {c['y']}) = {_cell(c['pearson_r'])}"
             f" over {c['arms']} arms.",
+        ]
+    if results.get("matrix", {}).get("rows"):
+        m = results["matrix"]
+        lines += ["", f"{m['column']}, arms × panels:", ""]
+        lines += [
+            "| arm | " + " | ".join(m["panels"]) + " |",
+            "|" + "---|" * (len(m["panels"]) + 1),
+        ]
+        lines += [
+            f"| {name} | " + " | ".join(_cell(v) for v in values) + " |"
+            for name, values in m["rows"].items()
         ]
     return "\n".join([f"# {results['title']}", "", *lines, ""])
 
@@ -316,8 +361,11 @@ def plot(results: dict, path: str) -> None:
         panels.append(("meta-training: validation score", "meta", None))
     curve_panels = sorted({p for e in arms.values() for p in e["curves"]})
     panels += [(p, "curve", p) for p in curve_panels]
+    panels += [(f"mean {c}", "bars", c) for c in results.get("summaries", [])]
     if results.get("correlation", {}).get("arms"):
         panels.append(("correlation", "scatter", results["correlation"]))
+    if results.get("matrix", {}).get("rows"):
+        panels.append(("matrix", "matrix", results["matrix"]))
     panels += [
         (f"{name} [{ev}]", "image", image)
         for name, e in arms.items()
@@ -331,6 +379,7 @@ def plot(results: dict, path: str) -> None:
     fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3.4 * rows), squeeze=False)
     for ax in axes.flat[len(panels) :]:
         ax.axis("off")
+    legend_drawn = False  # one legend for the curve panels: the arms are the same in each
     for ax, (title, kind, what) in zip(axes.flat, panels):
         if kind == "meta":
             for name, e in arms.items():
@@ -351,10 +400,20 @@ def plot(results: dict, path: str) -> None:
                     # The spread over synapse initializations: ± one std over the networks.
                     ax.fill_between(x, mean - sd, mean + sd, color=line.get_color(), alpha=0.12)
             plotting.accuracy_axes(
-                ax, what, fontsize=8, log_x=True, unit_y=True, legend={"fontsize": 6}
+                ax,
+                "\n".join(textwrap.wrap(what, 48)),
+                fontsize=7,
+                log_x=True,
+                unit_y=True,
+                legend=None if legend_drawn else {"fontsize": 5},
             )
+            legend_drawn = True
+        elif kind == "bars":
+            _bars(ax, arms, what)
         elif kind == "scatter":
             _scatter(ax, arms, what)
+        elif kind == "matrix":
+            _heat_map(fig, ax, what)
         elif what["kind"] == "jacobian":
             from blur_tf.asymmetry import asymmetry, log_asymmetry  # pylint: disable=g-import-not-at-top
 
@@ -365,6 +424,39 @@ def plot(results: dict, path: str) -> None:
         else:
             _regions(ax, title, np.load(what["path"]), what["steps"])
     plotting.save_png(fig, path)
+
+
+def _heat_map(fig, ax, m: dict) -> None:
+    """Arms × panels at one horizon (paper Fig. 10), each cell labelled with its value."""
+    values = np.array([[np.nan if v is None else v for v in row] for row in m["rows"].values()])
+    image = ax.imshow(values, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    ax.set_xticks(range(len(m["panels"])), m["panels"], rotation=60, ha="right", fontsize=5)
+    ax.set_yticks(range(len(m["rows"])), list(m["rows"]), fontsize=6)
+    for (i, j), v in np.ndenumerate(values):
+        if np.isfinite(v):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=5, color="w")
+    ax.set_title(m["column"], fontsize=8)
+
+
+def _bars(ax, arms: dict, column: str) -> None:
+    """One bar per arm (paper Fig. 9): the mean over the evaluation's panels at one horizon,
+    ± the standard deviation over the panels (`sd_tasks`) where there are several."""
+    named = [(n, e["metrics"].get(f"mean:{column}")) for n, e in arms.items()]
+    named = [
+        (n, v, arms[n]["metrics"].get(f"sd_tasks:{column}")) for n, v in named if v is not None
+    ]
+    if not named:
+        return
+    names, means, spreads = zip(*named)
+    ax.barh(range(len(names)), means, xerr=[s or 0.0 for s in spreads], color="C0", alpha=0.8)
+    ax.set_yticks(range(len(names)), names, fontsize=5)
+    ax.invert_yaxis()
+    ax.set_xlim(0.0, 1.0)
+    ax.set_xlabel("accuracy", fontsize=7)
+    ax.set_title(f"mean {column} ± sd over panels", fontsize=8)
+    ax.grid(True, axis="x", alpha=0.3)
+    ax.tick_params(labelsize=6)
 
 
 def _scatter(ax, arms: dict, c: dict) -> None:

@@ -4,6 +4,8 @@
     title = Fig. 8: forward / backward normalization
     figure = fig8_normalization          # OUT/<figure>.png
     correlate = train@10 heldout@10      # optional: Pearson r over the arms, and a scatter
+    summarize = omniglot@10              # optional: per arm mean / spreads of an evaluation
+    matrix = depth@10                    # optional: arms x panels of one evaluation, a heat map
     flags = --flagfile=launchers/configs/toy2d.cfg   # shared by every launcher arm
             --meta_steps=300
 
@@ -77,6 +79,8 @@ class Spec:
     arms: tuple
     evaluations: tuple
     correlate: tuple = ()  # (x, y), each '<evaluation>@<T>' (blur_tf.study.runner.correlation)
+    summarize: tuple = ()  # '<evaluation>@<T>' columns (blur_tf.study.runner.summarize)
+    matrix: str = ""  # '<evaluation>@<T>' (blur_tf.study.runner.matrix)
 
     def arm(self, name: str) -> Arm:
         return next(a for a in self.arms if a.name == name)
@@ -136,7 +140,11 @@ def parse_spec(path: str) -> Spec:
     if "experiment" not in parser:
         raise ValueError(f"{path}: needs an [experiment] section")
     head = parser["experiment"]
-    _known(head, ("title", "figure", "flags", "correlate"), f"{path} [experiment]")
+    _known(
+        head,
+        ("title", "figure", "flags", "correlate", "summarize", "matrix"),
+        f"{path} [experiment]",
+    )
     shared = expand_flags(head.get("flags", ""), f"{path} [experiment] flags")
     arms, evaluations = [], []
     for section in parser.sections():
@@ -169,21 +177,35 @@ def parse_spec(path: str) -> Spec:
     figure = head.get("figure", os.path.splitext(os.path.basename(path))[0])
     if not _NAME.match(figure):
         raise ValueError(f"{path} [experiment] figure={figure!r}: a file name without folders")
-    correlate = tuple(head.get("correlate", "").split())
-    if correlate:
-        _check_correlate(correlate, evaluations, f"{path} [experiment] correlate")
-    return Spec(head.get("title", figure), figure, tuple(arms), tuple(evaluations), correlate)
+    columns = {
+        key: tuple(head.get(key, "").split()) for key in ("correlate", "summarize", "matrix")
+    }
+    for key, count in (("correlate", 2), ("summarize", None), ("matrix", 1)):
+        if columns[key]:
+            _check_columns(columns[key], count, evaluations, f"{path} [experiment] {key}")
+    return Spec(
+        head.get("title", figure),
+        figure,
+        tuple(arms),
+        tuple(evaluations),
+        columns["correlate"],
+        columns["summarize"],
+        " ".join(columns["matrix"]),
+    )
 
 
-def _check_correlate(columns: tuple, evaluations, where: str) -> None:
-    names = [e.name for e in evaluations]
-    if len(columns) != 2:
-        raise ValueError(f"{where}: two columns '<evaluation>@<T>', got {list(columns)}")
+def _check_columns(columns: tuple, count: int | None, evaluations, where: str) -> None:
+    """Each column is '<evaluation>@<T>' of an accuracy evaluation; `count` of them if given."""
+    names = [e.name for e in evaluations if e.kind == "accuracy"]
+    if count is not None and len(columns) != count:
+        what = "one column" if count == 1 else f"{count} columns"
+        raise ValueError(f"{where}: {what} '<evaluation>@<T>', got {list(columns)}")
     for column in columns:
         evaluation, _, horizon = column.rpartition("@")
         if evaluation not in names or not horizon.isdigit():
             raise ValueError(
-                f"{where}: {column!r} is not '<evaluation>@<T>' with an evaluation of {names}"
+                f"{where}: {column!r} is not '<evaluation>@<T>' with an accuracy evaluation"
+                f" of {names}"
             )
 
 
