@@ -65,7 +65,12 @@ def feedback_signal(outputs: tf.Tensor, y: tf.Tensor, regression: bool) -> tf.Te
 
 
 def flp_step(
-    params: FlpParams, plastic: tuple, x: tf.Tensor, y: tf.Tensor, regression: bool = True
+    params: FlpParams,
+    plastic: tuple,
+    x: tf.Tensor,
+    y: tf.Tensor,
+    regression: bool = True,
+    hidden_scale: float = 1.0,
 ) -> tuple:
     """One FLP inner step on a batch: the new plastic weights (last N layers).
 
@@ -79,6 +84,8 @@ def flp_step(
 
     summed over the batch b, with x_{l−1} the *pre-feedback* presynaptic activity of the
     forward pass. Biases are not plastic. x [P, B, n_0]; y [P, B] (targets or labels).
+    `hidden_scale` multiplies the updates of the plastic layers below the readout (the
+    authors' classification setting: 100, their readout/penultimate rate ratio of 1e-2).
     """
     num_plastic = len(plastic)
     front = len(params.weights) - num_plastic
@@ -99,7 +106,8 @@ def flp_step(
         pre = activities[l]
         hebbian = tf.einsum("pbn,pbm->pnm", pre, h)
         decay = w * tf.reduce_sum(tf.square(h), axis=1)[:, None, :]
-        new.append(w + params.plasticity[j] * (hebbian - decay))
+        scale = 1.0 if l == len(weights) - 1 else hidden_scale
+        new.append(w + scale * params.plasticity[j] * (hebbian - decay))
     return tuple(new)
 
 
@@ -151,6 +159,9 @@ class FlpNetwork:
       regression: targets are real (error feedback, squared loss) or labels (one-hot).
       inner_learning_rate: the gradient learner's SGD rate.
       feedback_strength: initial β.
+      learn_feedback_strength: False clamps β at `feedback_strength` (no meta-gradient; the
+        paper's classification setting, β = 1).
+      hidden_plasticity_scale: `flp_step`'s `hidden_scale`.
     """
 
     def __init__(
@@ -161,6 +172,8 @@ class FlpNetwork:
         regression: bool = True,
         inner_learning_rate: float = 0.003,
         feedback_strength: float = 0.5,
+        learn_feedback_strength: bool = True,
+        hidden_plasticity_scale: float = 1.0,
     ):
         sizes = tuple(layer_sizes)
         if len(sizes) < 2 or any(not isinstance(n, int) or n < 1 for n in sizes):
@@ -171,11 +184,17 @@ class FlpNetwork:
             )
         if learner not in LEARNERS:
             raise ValueError(f"learner {learner!r}; one of {LEARNERS}")
-        if not inner_learning_rate > 0:
-            raise ValueError(f"inner_learning_rate must be > 0, got {inner_learning_rate}")
+        for name, value in (
+            ("inner_learning_rate", inner_learning_rate),
+            ("hidden_plasticity_scale", hidden_plasticity_scale),
+        ):
+            if not value > 0:
+                raise ValueError(f"{name} must be > 0, got {value}")
         self.layer_sizes, self.num_plastic, self.learner = sizes, num_plastic, learner
         self.regression, self.inner_learning_rate = regression, float(inner_learning_rate)
         self.feedback_strength = float(feedback_strength)
+        self.learn_feedback_strength = bool(learn_feedback_strength)
+        self.hidden_plasticity_scale = float(hidden_plasticity_scale)
 
     @property
     def num_layers(self) -> int:
@@ -227,14 +246,24 @@ class FlpNetwork:
     def step(self, params: FlpParams, plastic: tuple, x, y) -> tuple:
         """One inner step of the network's learner (`flp_step` or `sgd_step`)."""
         if self.learner == "flp":
-            return flp_step(params, plastic, x, y, self.regression)
+            if not self.learn_feedback_strength:
+                params = params._replace(
+                    feedback_strength=tuple(tf.stop_gradient(b) for b in params.feedback_strength)
+                )
+            return flp_step(params, plastic, x, y, self.regression, self.hidden_plasticity_scale)
         return sgd_step(params, plastic, x, y, self.inner_learning_rate, self.regression)
+
+    def plastic_weights(self, params: FlpParams, state) -> tuple:
+        """The plastic weights of inner state `state`: () (`init_synapses`, before the first
+        step) means the meta-learned initial weights."""
+        return (
+            tuple(state) if state else tuple(params.weights[self.num_layers - self.num_plastic :])
+        )
 
     def unroll(self, params: FlpParams, state, batch_fn: Callable, length) -> tuple:
         """`length` inner steps on `batch_fn(t)` = (x [P, B, n], y [P, B]) in a while loop,
-        from the meta-learned plastic weights; the final plastic weights. `state` is ()."""
-        del state
-        plastic = tuple(params.weights[self.num_layers - self.num_plastic :])
+        from the plastic weights of `state` (`plastic_weights`); the final plastic weights."""
+        plastic = self.plastic_weights(params, state)
 
         def body(t, plastic):
             x, y = batch_fn(t)
@@ -242,7 +271,8 @@ class FlpNetwork:
 
         return tf.while_loop(lambda t, _: t < length, body, (tf.constant(0), plastic))[1]
 
-    def outputs(self, params: FlpParams, plastic: tuple, x: tf.Tensor) -> tf.Tensor:
-        """Outputs [P, B, n_L] of the network with plastic weights `plastic`."""
+    def outputs(self, params: FlpParams, state: tuple, x: tf.Tensor) -> tf.Tensor:
+        """Outputs [P, B, n_L] of the network in inner state `state` (`plastic_weights`)."""
         front = self.num_layers - self.num_plastic
+        plastic = self.plastic_weights(params, state)
         return forward((*params.weights[:front], *plastic), params.biases, x)[-1]

@@ -194,6 +194,23 @@ def test_correlation_over_arms(tmp_path):
         tmp_path, text.replace("correlate = acc@10", "matrix = acc@10\nsummarize = acc@1 acc@5")
     )
     assert parsed.matrix == "acc@10" and parsed.summarize == ("acc@1", "acc@5")
+    parsed = _spec(tmp_path, text.replace("correlate = acc@10", "bars = mse interference"))
+    assert parsed.bars == ("mse", "interference")
+
+
+def test_metric_bars_plot_on_a_log_axis_when_values_span_decades(tmp_path):
+    """A `bars` metric (flp_train's own evaluation): one bar per arm, ± <metric>_se."""
+    arms = {
+        name: {"meta_curve": [], "curves": {}, "metrics": {"mse": v, "mse_se": v and v / 10}}
+        for name, v in (("flp", 0.002), ("reuse", 0.05), ("failed", None))
+    }
+    figure = runner.plotting.pyplot().figure()
+    ax = figure.add_subplot()
+    runner._metric_bars(ax, arms, "mse")  # pylint: disable=protected-access
+    assert ax.get_xscale() == "log" and len(ax.patches) == 2  # no bar for the failed arm
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["flp", "reuse"]
+    runner.plot({"arms": arms, "bars": ["mse"]}, str(tmp_path / "b.png"))
+    assert os.path.getsize(tmp_path / "b.png") > 1000
 
 
 def test_summarize_and_matrix(tmp_path):

@@ -40,7 +40,7 @@ def _params(learner="flp", num_plastic=2, population=2, seed=0, regression=True)
     return network, params
 
 
-def _numpy_flp_step(params, plastic, x, y, regression):
+def _numpy_flp_step(params, plastic, x, y, regression, hidden_scale=1.0):
     """Oracle: one network at a time, explicit loops over the batch for the Oja sums."""
     new = []
     for p in range(x.shape[0]):
@@ -64,7 +64,8 @@ def _numpy_flp_step(params, plastic, x, y, regression):
             delta = np.zeros_like(w)
             for b in range(x.shape[1]):
                 delta += np.outer(acts[l][b], h[b]) - w * h[b] ** 2
-            member.append(w + params.plasticity[j][p] * delta)
+            scale = 1.0 if l == len(weights) - 1 else hidden_scale
+            member.append(w + scale * params.plasticity[j][p] * delta)
         new.append(member)
     return [np.stack([new[p][j] for p in range(x.shape[0])]) for j in range(len(plastic))]
 
@@ -85,6 +86,29 @@ def test_flp_step_matches_numpy(regression):
     for g, w, before in zip(got, want, plastic):
         assert not np.allclose(w, before)  # the step changed the weights
         np.testing.assert_allclose(g.numpy(), w, rtol=2e-4, atol=2e-5)
+
+
+def test_hidden_plasticity_scale_and_clamped_feedback_strength():
+    """The classification options: hidden updates × scale (numpy oracle), β without gradient."""
+    network, params = _params(regression=False)
+    network = flp.FlpNetwork(
+        SIZES, 2, regression=False, learn_feedback_strength=False, hidden_plasticity_scale=7.0
+    )
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(2, 4, SIZES[0])).astype(np.float32)
+    y = rng.integers(0, SIZES[-1], (2, 4)).astype(np.int32)
+    plastic = tuple(params.weights[-2:])
+    want = _numpy_flp_step(params, plastic, x, y, False, hidden_scale=7.0)
+    beta = tuple(tf.constant(b) for b in params.feedback_strength)
+    with tf.GradientTape() as tape:
+        tape.watch(beta)
+        got = network.step(params._replace(feedback_strength=beta), plastic, x, y)
+        total = tf.add_n([tf.reduce_sum(w) for w in got])
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g.numpy(), w, rtol=2e-4, atol=2e-5)
+    assert all(g is None for g in tape.gradient(total, beta))
+    with pytest.raises(ValueError, match="hidden_plasticity_scale"):
+        flp.FlpNetwork(SIZES, 2, hidden_plasticity_scale=0)
 
 
 def test_sgd_step_matches_gradient_tape_and_sgd():
@@ -281,3 +305,12 @@ def test_flp_train_refuses_bad_flags(tmp_path):
     fv(["flp_train", f"--out_dir={tmp_path}", "--init_params=/nonexistent.npz", "--layer_sizes=4"])
     with pytest.raises(ValueError, match="--init_params"):
         flp_train.build(flp_train.settings(fv))
+    for argv, message in (
+        (["--learner=blur"], "classification episodes"),
+        (["--learner=blur", "--episodes=omniglot", "--rule=num_states=x"], "num_states"),
+        (["--learner=blur", "--episodes=omniglot", "--init_params=/no/genome.json"], "genome"),
+    ):
+        fv.unparse_flags()
+        fv(["flp_train", f"--out_dir={tmp_path}", *argv])
+        with pytest.raises(ValueError, match=message):
+            flp_train.settings(fv)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from blur_tf import BlurModel, Genome, Rule, tasks
+from blur_tf import BlurModel, BlurNetwork, Genome, Rule, tasks
 from blur_tf.tasks import omniglot_small as og
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -216,3 +216,88 @@ def test_backprop_genome_learns_held_out_episodes_above_chance(manual):
         assert x_query.shape == (100, SIZE * SIZE)
         accuracies.append(model.evaluate(x_query, y_query, batch_size=100))
     assert min(accuracies) > 0.35, accuracies  # chance: 0.1
+
+
+@pytest.mark.parametrize("order", ["iid", "continual"])
+def test_online_episodes(manual, order):
+    """Online 5-way 3-shot episodes: one image per step, the order, disjoint alphabets, queries
+    from the query drawers only."""
+    from blur_tf.tasks.online import OnlineEpisodes  # pylint: disable=g-import-not-at-top
+
+    episodes = OnlineEpisodes(5, 3, 4, order, SIZE, manual)
+    assert (episodes.length, episodes.blocks, episodes.block_length) == (15, 5, 3)
+    xs, ys, xq, yq = (t.numpy() for t in episodes.sample(tf.constant([1, 2], tf.int64), 2))
+    assert xs.shape == (15, 2, 1, SIZE * SIZE) and ys.shape == (15, 2, 1)
+    assert xq.shape == (2, 20, SIZE * SIZE)
+    np.testing.assert_array_equal(yq, np.tile(np.repeat(np.arange(5), 4), (2, 1)))
+    for p in range(2):
+        labels = ys[:, p, 0]
+        assert np.array_equal(np.bincount(labels, minlength=5), [3] * 5)
+        if order == "continual":
+            np.testing.assert_array_equal(labels, np.repeat(np.arange(5), 3))
+        else:
+            assert not np.array_equal(labels, np.repeat(np.arange(5), 3))
+        images = _rows(xs[:, p, 0])
+        assert len(set(images)) == 15  # K distinct drawings per class, each shown once
+        assert not set(images) & set(_rows(xq[p]))  # a query is never a support image
+    train_pool = _rows(episodes.sources["train"].task.pool("train")[0].numpy())
+    test_pool = _rows(episodes.sources["eval"].task.pool("train")[0].numpy())
+    assert set(_rows(xs[:, 0, 0])) <= set(train_pool)  # meta-training: training alphabets
+    xs, *_ = episodes.sample(tf.constant([1, 2], tf.int64), 1, "eval")
+    assert set(_rows(xs.numpy()[:, 0, 0])) <= set(test_pool) - set(train_pool)
+    with pytest.raises(ValueError, match="shot must be an int in 1..10"):
+        OnlineEpisodes(5, 11, 4, order, SIZE, manual)
+
+
+def test_blur_and_flp_meta_train_on_online_episodes(manual):
+    """Both learner families on the same online episodes: finite, non-zero meta-gradients for
+    every BLUR genome field and FLP field, and the classification evaluation's references."""
+    from blur_tf import flp  # pylint: disable=g-import-not-at-top
+    from blur_tf.evaluation.episodes import evaluate_episodes  # pylint: disable=g-import-not-at-top
+    from blur_tf.meta.episodes import EpisodeProblem  # pylint: disable=g-import-not-at-top
+    from blur_tf.meta.estimators import FullUnrollGradient  # pylint: disable=g-import-not-at-top
+    from blur_tf.tasks.online import OnlineEpisodes  # pylint: disable=g-import-not-at-top
+
+    episodes = OnlineEpisodes(3, 2, 2, "continual", SIZE, manual)
+    sizes = [SIZE * SIZE, 16, 3]
+    rule = Rule(normalize_forward=False, normalize_backward=False)
+    networks = [
+        EpisodeProblem(BlurNetwork(sizes, rule), episodes, 4.0),
+        EpisodeProblem(flp.FlpNetwork(sizes, 2, "flp", regression=False), episodes),
+        EpisodeProblem(flp.FlpNetwork(sizes, 2, "gradient", regression=False), episodes),
+    ]
+    for problem in networks:
+        params = problem.initial_params(0, 1)
+        if isinstance(params, flp.FlpParams):
+            params = params._replace(
+                plasticity=tuple(np.full_like(a, 1e-2) for a in params.plasticity)
+            )
+        state = problem.init_synapses(2, 0)
+        losses, gradients, _ = FullUnrollGradient(problem, meta_batch=2)(
+            tf.nest.map_structure(tf.constant, params),
+            state,
+            tf.constant([1, 2], tf.int64),
+            tf.constant(problem.length),
+        )
+        assert np.all(np.isfinite(losses))
+        for g in tf.nest.flatten(gradients):
+            assert np.all(np.isfinite(g.numpy()))
+        # every field the rule uses: BLUR's but the normalization, Oja and saturation terms;
+        # FLP's but the readout's feedback (the readout is clamped to the one-hot label)
+        used = tf.nest.flatten(gradients)
+        if isinstance(gradients, Genome):
+            used = gradients[:8]
+        elif gradients.feedback:
+            readout = (gradients.feedback[1], gradients.feedback_biases[1])
+            readout += (gradients.feedback_strength[1],)
+            assert all(np.all(g.numpy() == 0) for g in readout)
+            used = [g for g in used if all(g is not r for r in readout)]
+        for g in used:
+            assert np.any(g.numpy() != 0)
+        metrics = evaluate_episodes(problem.network, params, episodes, 4, seed=3)
+        assert metrics["error_chance"] == pytest.approx(2 / 3)
+        assert 0 <= metrics["error"] <= 1 and len(metrics["error_by_class"]) == 3
+    with pytest.raises(ValueError, match="BLUR networks are classifiers"):
+        from blur_tf.tasks.sine import SineEpisodes  # pylint: disable=g-import-not-at-top
+
+        EpisodeProblem(BlurNetwork([11, 4, 1], rule), SineEpisodes())

@@ -1,12 +1,16 @@
-"""The inner problem of learners that meta-learn their initial weights on regression episodes.
+"""The inner problem of online-episode learners: FLP-family networks and BLUR on the same episodes.
 
-`EpisodeProblem` is `InnerProblem`'s counterpart for the FLP family (`blur_tf.flp`): one
-`FlpNetwork` learns one episode per network (`blur_tf.tasks.sine.SineEpisodes`) and is scored by
-the mean squared error on fresh query points of the episode's functions. It has the interface
-the estimators and `GradientMetaTraining` use: `network` (`unroll`, `outputs`),
-`init_synapses`, `initial_params`, `check_params`, `sample`, `loss`, `metric` / `metric_name`,
-`task_names`. The inner horizon is the episode's length T (`length`): the launchers use it as
-the schedule's constant length (a step past T would repeat the last batch).
+`EpisodeProblem` is `InnerProblem`'s counterpart for episodes of a fixed presentation order
+(`blur_tf.tasks.sine.SineEpisodes`, regression; `blur_tf.tasks.online.OnlineEpisodes`,
+one-image-per-step classification): one network learns one episode per member and is scored
+on the episode's query points after its last step (query MSE, or cross-entropy / accuracy).
+The network is an `FlpNetwork` (meta-learned initial weights, `blur_tf.flp`) or a
+`BlurNetwork` (a genome and fresh random synapses), so both learner families meet on equal
+terms. It has the interface the estimators and `GradientMetaTraining` use: `network`
+(`unroll`, `outputs`), `init_synapses`, `initial_params`, `check_params`, `sample`, `loss`,
+`metric` / `metric_name`, `task_names`. The inner horizon is the episode's length T
+(`length`): the launchers use it as the schedule's constant length (a step past T would repeat
+the last batch).
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ from __future__ import annotations
 import tensorflow as tf
 
 from blur_tf.flp import FlpNetwork
+from blur_tf.genome import Genome
 from blur_tf.meta import seeds
+from blur_tf.network import BlurNetwork, accuracy
 
 
 def mean_squared_error(outputs: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
@@ -24,26 +30,39 @@ def mean_squared_error(outputs: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
 
 
 class EpisodeProblem:
-    """An FLP-family network on regression episodes (module doc).
+    """A network on episodes of a fixed order (module doc).
 
     Args:
-      network: the `FlpNetwork` (its input size must be the episodes' and its output size 1).
-      episodes: the episode source (`SineEpisodes`).
+      network: an `FlpNetwork` (its `regression` must match the episodes') or a `BlurNetwork`
+        (classification episodes only); input and output sizes must be the episodes'.
+      episodes: the episode source (`SineEpisodes`, `OnlineEpisodes`).
+      logit_scale: classification meta-loss on `logit_scale · outputs` (BLUR's outputs are
+        tanh-bounded; accuracy is unaffected).
     """
 
-    metric_name = "mse"
-
-    def __init__(self, network: FlpNetwork, episodes):
-        if not isinstance(network, FlpNetwork):
-            raise ValueError(f"EpisodeProblem needs an FlpNetwork, got {type(network).__name__}")
-        if network.layer_sizes[0] != episodes.input_size or network.layer_sizes[-1] != 1:
+    def __init__(self, network, episodes, logit_scale: float = 1.0):
+        if not isinstance(network, (FlpNetwork, BlurNetwork)):
             raise ValueError(
-                f"layer sizes {list(network.layer_sizes)}: the {episodes.name} "
-                f"episodes need input size {episodes.input_size} and 1 output"
+                f"EpisodeProblem needs an FlpNetwork or a BlurNetwork, got {type(network).__name__}"
             )
-        if not network.regression:
-            raise ValueError("regression episodes need a network with regression=True")
+        sizes = list(network.layer_sizes)
+        if sizes[0] != episodes.input_size or sizes[-1] != episodes.output_size:
+            raise ValueError(
+                f"layer sizes {sizes}: the {episodes.name} episodes need input size "
+                f"{episodes.input_size} and {episodes.output_size} outputs"
+            )
+        if getattr(network, "regression", False) != episodes.regression:
+            kind = "regression" if episodes.regression else "classification"
+            raise ValueError(
+                f"{kind} episodes need a {type(network).__name__} with "
+                f"regression={episodes.regression}"
+                + (" (BLUR networks are classifiers)" if episodes.regression else "")
+            )
+        if not logit_scale > 0:
+            raise ValueError(f"logit_scale must be > 0, got {logit_scale}")
         self.network, self.episodes = network, episodes
+        self.logit_scale = float(logit_scale)
+        self.metric_name = "mse" if episodes.regression else "acc"
         self.task_names = [episodes.name]
         self.num_tasks = 1
         self.has_families = True
@@ -55,16 +74,31 @@ class EpisodeProblem:
     def init_synapses(self, population: int, seed: int):
         return self.network.init_synapses(population, seed)
 
-    def initial_params(self, seed: int, population: int, **_):
-        """Fresh meta-parameters of the network (`FlpNetwork.initial_params`)."""
-        return self.network.initial_params(population, seed)
+    def initial_params(
+        self, seed: int, population: int, transform_std: float = 0.5, synapse_update: float = 0.05
+    ):
+        """Fresh meta-parameters: `FlpNetwork.initial_params`, or `Genome.random` of the BLUR
+        rule's K (`InnerProblem.initial_params`)."""
+        if isinstance(self.network, FlpNetwork):
+            return self.network.initial_params(population, seed)
+        return Genome.random(
+            self.network.rule.num_states,
+            seed=seed,
+            population=population,
+            transform_std=transform_std,
+            synapse_update=synapse_update,
+        )
 
     def check_params(self, params) -> None:
-        self.network.check_params(params)
+        if isinstance(self.network, FlpNetwork):
+            self.network.check_params(params)
+        else:
+            self.network.rule.check_genome(params)
 
     def sample(self, seed: tf.Tensor, population: int, stream: str = "train"):
         """(task_ids zeros [P], batch_fn t -> (x [P, B, n], y [P, B]), (x_query, y_query)) of
-        one episode per network ('train': functions from the pool; 'eval': fresh)."""
+        one episode per network ('train': meta-training functions or alphabets; 'eval': fresh
+        functions, evaluation alphabets)."""
         xs, ys, x_query, y_query = self.episodes.sample(
             seeds.fold(seed, seeds.DATA), population, stream
         )
@@ -77,9 +111,16 @@ class EpisodeProblem:
         return tf.zeros([population], tf.int32), batch_fn, (x_query, y_query)
 
     def loss(self, outputs: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
-        """Per-network meta-loss [P]: the query MSE."""
-        return mean_squared_error(outputs, targets)
+        """Per-network meta-loss [P]: the query MSE, or the query cross-entropy of
+        `logit_scale · outputs`."""
+        if self.episodes.regression:
+            return mean_squared_error(outputs, targets)
+        return tf.reduce_mean(
+            tf.nn.sparse_softmax_cross_entropy_with_logits(targets, outputs * self.logit_scale), -1
+        )
 
     def metric(self, outputs: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
-        """Per-network score [P] reported in logs: the query MSE."""
-        return mean_squared_error(outputs, targets)
+        """Per-network score [P] reported in logs: the query MSE, or the query accuracy."""
+        if self.episodes.regression:
+            return mean_squared_error(outputs, targets)
+        return accuracy(outputs, targets)

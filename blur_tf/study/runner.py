@@ -9,7 +9,8 @@
 4. aggregates every arm of the spec found on disk (also those run elsewhere with --arms):
    results.json, results.csv (one row per arm, one column per metric), results.md, <figure>.png
    (meta-training validation score per meta-step, accuracy per inner step per task and
-   architecture, a bar chart per `summarize` column, the correlation scatter, the `matrix`
+   architecture, a bar chart per `summarize` column and per `bars` metric, the correlation
+   scatter, the `matrix`
    heat map, ln|J − Jᵀ| images) and TensorBoard scalars of the evaluations in
    OUT/arms/<arm>/tb_eval: `tensorboard --logdir=OUT/arms` overlays every arm's curves.
 """
@@ -191,7 +192,12 @@ def aggregate(spec: Spec, out_dir: str) -> dict:
                         "steps": result.get("steps"),
                     }
         rows[arm.name] = entry
-    results = {"title": spec.title, "arms": rows, "summaries": list(spec.summarize)}
+    results = {
+        "title": spec.title,
+        "arms": rows,
+        "summaries": list(spec.summarize),
+        "bars": list(spec.bars),
+    }
     summarize(rows, spec.summarize)
     if spec.correlate:
         results["correlation"] = correlation(rows, *spec.correlate)
@@ -362,6 +368,7 @@ def plot(results: dict, path: str) -> None:
     curve_panels = sorted({p for e in arms.values() for p in e["curves"]})
     panels += [(p, "curve", p) for p in curve_panels]
     panels += [(f"mean {c}", "bars", c) for c in results.get("summaries", [])]
+    panels += [(m, "metric_bars", m) for m in results.get("bars", [])]
     if results.get("correlation", {}).get("arms"):
         panels.append(("correlation", "scatter", results["correlation"]))
     if results.get("matrix", {}).get("rows"):
@@ -410,6 +417,8 @@ def plot(results: dict, path: str) -> None:
             legend_drawn = True
         elif kind == "bars":
             _bars(ax, arms, what)
+        elif kind == "metric_bars":
+            _metric_bars(ax, arms, what)
         elif kind == "scatter":
             _scatter(ax, arms, what)
         elif kind == "matrix":
@@ -442,19 +451,36 @@ def _heat_map(fig, ax, m: dict) -> None:
 def _bars(ax, arms: dict, column: str) -> None:
     """One bar per arm (paper Fig. 9): the mean over the evaluation's panels at one horizon,
     ± the standard deviation over the panels (`sd_tasks`) where there are several."""
-    named = [(n, e["metrics"].get(f"mean:{column}")) for n, e in arms.items()]
     named = [
-        (n, v, arms[n]["metrics"].get(f"sd_tasks:{column}")) for n, v in named if v is not None
+        (n, e["metrics"].get(f"mean:{column}"), e["metrics"].get(f"sd_tasks:{column}"))
+        for n, e in arms.items()
     ]
+    _bar_panel(ax, named, f"mean {column} ± sd over panels", "accuracy", unit=True)
+
+
+def _metric_bars(ax, arms: dict, metric: str) -> None:
+    """One bar per arm of a launcher's own metric (a `bars` key), ± its `<metric>_se`; a log
+    axis when the values span more than a factor of 10."""
+    named = [
+        (n, e["metrics"].get(metric), e["metrics"].get(f"{metric}_se")) for n, e in arms.items()
+    ]
+    _bar_panel(ax, named, f"{metric} ± s.e.", metric, unit=False)
+
+
+def _bar_panel(ax, named, title: str, xlabel: str, unit: bool) -> None:
+    named = [(n, v, s) for n, v, s in named if v is not None]
     if not named:
         return
-    names, means, spreads = zip(*named)
-    ax.barh(range(len(names)), means, xerr=[s or 0.0 for s in spreads], color="C0", alpha=0.8)
+    names, values, spreads = zip(*named)
+    ax.barh(range(len(names)), values, xerr=[s or 0.0 for s in spreads], color="C0", alpha=0.8)
     ax.set_yticks(range(len(names)), names, fontsize=5)
     ax.invert_yaxis()
-    ax.set_xlim(0.0, 1.0)
-    ax.set_xlabel("accuracy", fontsize=7)
-    ax.set_title(f"mean {column} ± sd over panels", fontsize=8)
+    if unit:
+        ax.set_xlim(0.0, 1.0)
+    elif min(values) > 0 and max(values) > 10 * min(values):
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel, fontsize=7)
+    ax.set_title(title, fontsize=8)
     ax.grid(True, axis="x", alpha=0.3)
     ax.tick_params(labelsize=6)
 

@@ -6,6 +6,7 @@
     correlate = train@10 heldout@10      # optional: Pearson r over the arms, and a scatter
     summarize = omniglot@10              # optional: per arm mean / spreads of an evaluation
     matrix = depth@10                    # optional: arms x panels of one evaluation, a heat map
+    bars = mse interference              # optional: arm metrics (flp_train's) as bar charts
     flags = --flagfile=launchers/configs/toy2d.cfg   # shared by every launcher arm
             --meta_steps=300
 
@@ -81,6 +82,7 @@ class Spec:
     correlate: tuple = ()  # (x, y), each '<evaluation>@<T>' (blur_tf.study.runner.correlation)
     summarize: tuple = ()  # '<evaluation>@<T>' columns (blur_tf.study.runner.summarize)
     matrix: str = ""  # '<evaluation>@<T>' (blur_tf.study.runner.matrix)
+    bars: tuple = ()  # arm metrics drawn as bar charts (a launcher's own, e.g. flp_train's mse)
 
     def arm(self, name: str) -> Arm:
         return next(a for a in self.arms if a.name == name)
@@ -142,7 +144,7 @@ def parse_spec(path: str) -> Spec:
     head = parser["experiment"]
     _known(
         head,
-        ("title", "figure", "flags", "correlate", "summarize", "matrix"),
+        ("title", "figure", "flags", "correlate", "summarize", "matrix", "bars"),
         f"{path} [experiment]",
     )
     shared = expand_flags(head.get("flags", ""), f"{path} [experiment] flags")
@@ -191,6 +193,7 @@ def parse_spec(path: str) -> Spec:
         columns["correlate"],
         columns["summarize"],
         " ".join(columns["matrix"]),
+        tuple(head.get("bars", "").split()),
     )
 
 

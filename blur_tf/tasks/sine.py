@@ -84,7 +84,11 @@ def _examples(seed, function, amplitudes, phases):
 
 @dataclasses.dataclass(frozen=True)
 class SineEpisodes:
-    """Episode source of incremental sine regression (module doc)."""
+    """Episode source of incremental sine regression (module doc); a block is one function's
+    S steps in the continual order."""
+
+    regression = True
+    output_size = 1
 
     num_functions: int = 10
     steps_per_function: int = 40
@@ -120,6 +124,14 @@ class SineEpisodes:
     def length(self) -> int:
         """T: inner steps of one episode."""
         return self.num_functions * self.steps_per_function
+
+    @property
+    def blocks(self) -> int:
+        return self.num_functions
+
+    @property
+    def block_length(self) -> int:
+        return self.steps_per_function
 
     def pool(self):
         """(A [pool_size], φ [pool_size]): the fixed meta-training functions."""
