@@ -72,6 +72,35 @@ def test_runs_resumes_and_records_a_failing_arm(tmp_path):
         assert json.load(f)["arms"]["diverges"]["status"] == "failed"
 
 
+def test_an_arm_reading_another_arms_output_waits_for_it(tmp_path):
+    """`{arms}/NAME` in flags: the arm needs NAME (declared above), its command reads NAME's
+    folder, and it fails without running when NAME failed or has not run."""
+    from blur_tf.study import arms as arms_lib  # pylint: disable=g-import-not-at-top
+
+    text = (
+        TINY + "[arm child]\nlauncher = meta_train\nflags = --init_genome={arms}/good/genome.json\n"
+    )
+    parsed = _spec(tmp_path, text)
+    child = parsed.arm("child")
+    out = str(tmp_path / "out")
+    assert child.needs == ("good",) and parsed.arm("good").needs == ()
+    assert f"--init_genome={out}/arms/good/genome.json" in arms_lib.command(child, out, None)
+    with pytest.raises(ValueError, match="not an arm above"):
+        _spec(
+            tmp_path,
+            text.replace("{arms}/good", "{arms}/later") + "[arm later]\ngenome = random:0\n",
+        )
+    records = arms_lib.run_arms([child], out, None, log=lambda _: None)
+    assert records["child"]["status"] == "failed"
+    assert "needs arm good, which has not run" in records["child"]["error"]
+    os.makedirs(arms_lib.arm_dir(out, "good"))
+    with open(os.path.join(arms_lib.arm_dir(out, "good"), "arm.json"), "w") as f:
+        json.dump({"status": "failed", "command": []}, f)
+    records = arms_lib.run_arms([child], out, None, retry_failed=True, log=lambda _: None)
+    assert "needs arm good, which failed" in records["child"]["error"]
+    assert not os.path.exists(os.path.join(arms_lib.arm_dir(out, "child"), "log.txt"))
+
+
 def test_arm_flags_replace_shared_ones(tmp_path):
     spec = _spec(
         tmp_path,

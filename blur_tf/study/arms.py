@@ -9,7 +9,9 @@ by writing `arm.json` = {status: ok | failed, returncode, error, command, wall_s
   `retry_failed`): a failing arm (bad flags: status 2; diverged: status 1) is recorded, not
   fatal;
 * an arm stopped by a signal (status 128 + signal) writes no arm.json: the next run resumes it
-  from its checkpoint. Up to `parallel` launcher arms run at once.
+  from its checkpoint. Up to `parallel` launcher arms run at once;
+* an arm whose flags read another arm's folder (`{arms}/NAME`, `Arm.needs`) starts once NAME is
+  `ok`, and is recorded as failed if NAME failed or is neither done nor run in this call.
 """
 
 from __future__ import annotations
@@ -39,11 +41,12 @@ def command(arm: Arm, out_dir: str, tfds_manual_dir: str | None) -> list[str]:
     if arm.genome is not None:
         return ["genome", arm.genome, *(["rule", arm.rule] if arm.rule else [])]
     data = [f"--tfds_manual_dir={tfds_manual_dir}"] if tfds_manual_dir else []
+    arms = os.path.join(out_dir, "arms")
     return [
         "python",
         "-m",
         f"launchers.{arm.launcher}",
-        *arm.flags,
+        *(t.replace("{arms}", arms) for t in arm.flags),
         f"--out_dir={arm_dir(out_dir, arm.name)}",
         *data,
     ]
@@ -121,10 +124,16 @@ def run_arms(
     running = {}
     try:
         while queue or running:
-            while queue and len(running) < parallel:
-                arm, cmd = queue.pop(0)
-                running[arm.name] = _start(arm, cmd, out_dir)
-                log(f"arm {arm.name}: started ({' '.join(cmd[1:])})")
+            for arm, cmd in list(queue):
+                status = _needs_status(arm, out_dir, queue, running)
+                if status == "ready" and len(running) < parallel:
+                    queue.remove((arm, cmd))
+                    running[arm.name] = _start(arm, cmd, out_dir)
+                    log(f"arm {arm.name}: started ({' '.join(cmd[1:])})")
+                elif status not in ("ready", "waiting"):
+                    queue.remove((arm, cmd))
+                    records[arm.name] = _record(arm.name, "failed", 2, status, cmd, 0.0, out_dir)
+                    log(f"arm {arm.name}: failed ({status})")
             time.sleep(0.5)
             for name, (process, cmd, start, log_file) in list(running.items()):
                 if process.poll() is None:
@@ -151,6 +160,34 @@ def run_arms(
     return records
 
 
+def _needs_status(arm: Arm, out_dir: str, queue, running) -> str:
+    """'ready' when every arm of `arm.needs` is ok, 'waiting' while one is queued or running,
+    else the reason the arm cannot run."""
+    for name in arm.needs:
+        if name in running or any(a.name == name for a, _ in queue):
+            return "waiting"
+        record = read_record(out_dir, name)
+        if record is None:
+            return f"needs arm {name}, which has not run (run it first, or without --arms)"
+        if record["status"] != "ok":
+            return f"needs arm {name}, which failed"
+    return "ready"
+
+
+def _record(name, status, returncode, error, cmd, seconds, out_dir) -> dict:
+    """Writes and returns the arm.json record of a finished arm."""
+    os.makedirs(arm_dir(out_dir, name), exist_ok=True)
+    record = {
+        "status": status,
+        "returncode": returncode,
+        "error": error,
+        "command": cmd,
+        "wall_seconds": seconds,
+    }
+    write_json_atomic(os.path.join(arm_dir(out_dir, name), ARM_FILE), record)
+    return record
+
+
 def _genome_arm(arm: Arm, cmd, out_dir: str) -> dict:
     folder = arm_dir(out_dir, arm.name)
     os.makedirs(folder, exist_ok=True)
@@ -160,15 +197,15 @@ def _genome_arm(arm: Arm, cmd, out_dir: str) -> dict:
         status, error = "ok", None
     except ValueError as e:
         status, error = "failed", str(e)
-    record = {
-        "status": status,
-        "returncode": 0 if status == "ok" else 2,
-        "error": error,
-        "command": cmd,
-        "wall_seconds": time.perf_counter() - start,
-    }
-    write_json_atomic(os.path.join(folder, ARM_FILE), record)
-    return record
+    return _record(
+        arm.name,
+        status,
+        0 if status == "ok" else 2,
+        error,
+        cmd,
+        time.perf_counter() - start,
+        out_dir,
+    )
 
 
 def _start(arm: Arm, cmd, out_dir: str):
@@ -194,12 +231,5 @@ def _finish(name: str, returncode: int, cmd, start: float, out_dir: str) -> dict
         with open(os.path.join(folder, "log.txt")) as f:
             lines = [l.strip() for l in f if l.strip()]
         error = lines[-1] if lines else f"exit status {returncode}"
-    record = {
-        "status": "ok" if returncode == 0 else "failed",
-        "returncode": returncode,
-        "error": error,
-        "command": cmd,
-        "wall_seconds": time.perf_counter() - start,
-    }
-    write_json_atomic(os.path.join(folder, ARM_FILE), record)
-    return record
+    status = "ok" if returncode == 0 else "failed"
+    return _record(name, status, returncode, error, cmd, time.perf_counter() - start, out_dir)

@@ -26,7 +26,9 @@
 Flag lines are absl flags (`--name=value`, `--noname`, `--flagfile=PATH` expanded in place,
 `#` comments). An arm's flags replace the shared flags of the same name (a repeated flag, e.g.
 --tasks, is replaced as a whole), so `--tasks` in an arm never appends to a flagfile's.
-Every arm runs `python -m launchers.<launcher> FLAGS --out_dir=OUT/arms/<name>`.
+Every arm runs `python -m launchers.<launcher> FLAGS --out_dir=OUT/arms/<name>`. In flags,
+`{arms}` is OUT/arms: `--init_params={arms}/flp2_iid/params.npz` reads another arm's output,
+and the arm then starts only after that arm (declared above it) has finished.
 """
 
 from __future__ import annotations
@@ -47,6 +49,9 @@ _NO_NAMES = tuple(f.name for f in dataclasses.fields(Rule) if f.name.startswith(
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
+ARM_REFERENCE = re.compile(r"\{arms\}/([A-Za-z0-9_.-]+)")
+
+
 @dataclasses.dataclass(frozen=True)
 class Arm:
     """One arm: a launcher run (`launcher`, `flags`) or an existing genome (`genome`, `rule`)."""
@@ -56,6 +61,11 @@ class Arm:
     flags: tuple = ()
     genome: str | None = None
     rule: str = ""
+
+    @property
+    def needs(self) -> tuple:
+        """Arms whose output this arm's flags read (`{arms}/NAME/…`): it starts after them."""
+        return tuple(sorted({m for t in self.flags for m in ARM_REFERENCE.findall(t)}))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,6 +180,13 @@ def parse_spec(path: str) -> Spec:
     names = [a.name for a in arms]
     if len(set(names)) != len(names):
         raise ValueError(f"{path}: arm names repeat: {names}")
+    for i, arm in enumerate(arms):
+        unknown = [n for n in arm.needs if n not in names[:i]]
+        if unknown:
+            raise ValueError(
+                f"{path} [arm {arm.name}]: flags read {{arms}}/{unknown[0]}, which is not "
+                "an arm above this one"
+            )
     for evaluation in evaluations:
         if not any(evaluation.applies_to(n) for n in names):
             raise ValueError(
