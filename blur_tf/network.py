@@ -70,7 +70,8 @@ class BlurNetwork:
 
     Args:
       layer_sizes: neurons per layer, input first and output (number of classes) last.
-      rule: the static options; `Rule()` if omitted.
+      rule: the static options; `Rule()` if omitted. `Rule(feedback='target')` makes the
+        network a regressor (`regression`): one output, real targets in place of labels.
       jit_compile: compile `step`, `predict` and `unroll` with XLA.
     """
 
@@ -79,6 +80,11 @@ class BlurNetwork:
     ):
         self.layer_sizes = _check_layer_sizes(layer_sizes)
         self.rule = rule or Rule()
+        if self.regression and self.layer_sizes[-1] != 1:
+            raise ValueError(
+                f"Rule(feedback='target') regresses one real target: the output layer must have "
+                f"1 unit, got layer sizes {list(self.layer_sizes)}"
+            )
         compiled = lambda fn: tf.function(fn, reduce_retracing=True, jit_compile=jit_compile)
         self._compiled_step = compiled(self._step_public)
         self._compiled_predict = compiled(self._predict_public)
@@ -88,6 +94,14 @@ class BlurNetwork:
     def num_layers(self) -> int:
         """Number of synapse layers (layer pairs)."""
         return len(self.layer_sizes) - 1
+
+    @property
+    def regression(self) -> bool:
+        """True under `Rule(feedback='target')`: y are real targets, not class ids."""
+        return self.rule.feedback == "target"
+
+    def _as_targets(self, y):
+        return _as_float(y) if self.regression else _as_labels(y)
 
     # ----------------------------------------------------------------------------- public API
     def init_synapses(self, population: int = 1, seed: int = 0):
@@ -100,7 +114,7 @@ class BlurNetwork:
     def step(self, genome: Genome, synapses, x, y):
         """One inner step (DESIGN §1) on batch (x [(P,) B, n_0], y [(P,) B]) → new synapses."""
         self._check(genome, synapses, x, y)
-        return self._compiled_step(genome, synapses, _as_float(x), _as_labels(y))
+        return self._compiled_step(genome, synapses, _as_float(x), self._as_targets(y))
 
     def predict(self, genome: Genome, synapses, x):
         """Logits (state 0 of the output layer after a forward pass): [P, B, n_L]."""
@@ -120,7 +134,7 @@ class BlurNetwork:
         length = tf.convert_to_tensor(length, tf.int32)
         if callable(batches):
             return self._unroll(genome, synapses, batches, length)
-        xs, ys = _as_float(batches[0]), _as_labels(batches[1])
+        xs, ys = _as_float(batches[0]), self._as_targets(batches[1])
         if xs.shape[:-1] != ys.shape or xs.shape.rank not in (3, 4):
             raise ValueError(
                 f"batches must be xs [T, (P,) B, n] and ys [T, (P,) B], got "
@@ -196,13 +210,13 @@ class BlurNetwork:
     def _step_public(self, genome, synapses, x, y):
         forwards, backwards = self.to_channel_major(synapses)
         forwards, backwards, _ = self.step_channel_major(
-            genome, forwards, backwards, _with_population(x), _with_population(y)
+            genome, forwards, backwards, _with_population(x, 2), _with_population(y, 1)
         )
         return self.from_channel_major(forwards, backwards)
 
     def _predict_public(self, genome, synapses, x):
         forwards, _ = self.to_channel_major(synapses)
-        return self.predict_channel_major(genome, forwards, _with_population(x))
+        return self.predict_channel_major(genome, forwards, _with_population(x, 2))
 
     def _unroll_tensors(self, genome, synapses, xs, ys, length):
         return self._unroll(genome, synapses, lambda t: (xs[t], ys[t]), length)
@@ -218,7 +232,7 @@ class BlurNetwork:
         def body(t, forwards, backwards, observed):
             x, y = batch_fn(t)
             forwards, backwards, _ = self.step_channel_major(
-                genome, forwards, backwards, _with_population(x), _with_population(y)
+                genome, forwards, backwards, _with_population(x, 2), _with_population(y, 1)
             )
             if observe is not None:
                 observed = observed.write(t + 1, observe(forwards))
@@ -236,7 +250,7 @@ class BlurNetwork:
 
         Returns (curve [P, length + 1], final synapses). Build it inside a `tf.function`.
         """
-        x, y = _with_population(_as_float(x)), _with_population(_as_labels(y))
+        x, y = _with_population(_as_float(x), 2), _with_population(_as_labels(y), 1)
 
         def observe(forwards):
             return accuracy(self.predict_channel_major(genome, forwards, x), y)
@@ -260,6 +274,13 @@ class BlurNetwork:
                     f"{list(v.shape)}; expected [P, {n + 1}, {m}, {k}], "
                     f"[P, {m}, {n}, {k}]"
                 )
+        if self.regression and y is not None:
+            check_batch(self.layer_sizes, x)
+            if tuple(y.shape) != tuple(x.shape[:-1]):
+                raise ValueError(
+                    f"targets must have shape {list(x.shape[:-1])}, got {list(y.shape)}"
+                )
+            return
         check_batch(self.layer_sizes, x, y)
 
 
@@ -277,9 +298,9 @@ def _as_labels(y):
     return tf.cast(tf.convert_to_tensor(y), tf.int32)
 
 
-def _with_population(t):
-    """Adds a population axis of 1 to an unbatched-population tensor (x [B, n] or y [B])."""
-    rank_without_population = 1 if t.dtype.is_integer else 2
+def _with_population(t, rank_without_population: int):
+    """Adds a population axis of 1 to an unbatched-population tensor (x [B, n]: rank 2, y [B]:
+    rank 1)."""
     return t[None] if t.shape.rank == rank_without_population else t
 
 

@@ -28,7 +28,7 @@ from blur_tf.genome import Genome
 NORM_EPSILON = 1e-3
 
 BACKWARD_MODES = ("additive", "multiplicative", "multiplicative_state1")
-FEEDBACK_MODES = ("label", "error")
+FEEDBACK_MODES = ("label", "error", "target")
 _BASE_ACTIVATIONS = {
     "identity": (tf.identity, tf.ones_like),
     "tanh": (tf.tanh, lambda h: 1.0 - tf.tanh(h) ** 2),
@@ -67,7 +67,8 @@ class Rule:
         (a softmax whose confidence can grow) while hidden units stay scale-free.
       oja: add the Oja-like inhibitory term −|ω|·W·Σ_r W_r² to synapse updates.
       saturation: squash synapses as α·tanh(W/α) after each update.
-      feedback: 'label' injects 2·onehot(y) − 1, 'error' injects onehot(y) − softmax(logits).
+      feedback: 'label' injects 2·onehot(y) − 1, 'error' injects onehot(y) − softmax(logits);
+        'target' (regression: y are real targets [P, B], one per output) injects y − a_L[0].
     """
 
     num_states: int = 2
@@ -223,15 +224,19 @@ def feedback(rule: Rule, output: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
     """Step 3: the ground truth enters state 1 of the output layer; no loss is computed.
 
     `label`: a_L[1] = 2·onehot(y) − 1. `error`: a_L[1] = onehot(y) − softmax(a_L[0]).
+    `target` (regression): a_L[1] = y − a_L[0], y real.
     State 0 keeps the prediction; states ≥ 2 are set to 0.
-    output [P, K, B, m], labels int [P, B] → [P, K, B, m].
+    output [P, K, B, m], labels int [P, B] (`target`: float [P, B]) → [P, K, B, m].
     """
     logits = output[:, 0]
-    onehot = tf.one_hot(labels, tf.shape(logits)[-1], dtype=logits.dtype)
-    if rule.feedback == "label":
-        signal = 2.0 * onehot - 1.0
+    if rule.feedback == "target":
+        signal = tf.cast(labels, logits.dtype)[..., None] - logits
+    elif rule.feedback == "label":
+        signal = 2.0 * tf.one_hot(labels, tf.shape(logits)[-1], dtype=logits.dtype) - 1.0
     else:
-        signal = onehot - tf.nn.softmax(logits)
+        signal = tf.one_hot(labels, tf.shape(logits)[-1], dtype=logits.dtype) - tf.nn.softmax(
+            logits
+        )
     signal = tf.broadcast_to(signal, tf.shape(logits))
     rest = [tf.zeros_like(logits)] * (rule.num_states - 2)
     return tf.stack([logits, signal] + rest, axis=1)

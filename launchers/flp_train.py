@@ -11,9 +11,9 @@ Episodes (`--episodes`): `sine` (incremental sine regression, `blur_tf.tasks.sin
 Methods (docs/flp.md): `--learner=flp` (feedback + Oja; `--plastic_layers=1` is feature
 reuse), `--learner=gradient` (first-order inner SGD on the plastic layers, OML-like) and
 `--learner=blur` (a BLUR genome from `Genome.random` under `--rule`, fresh random synapses;
-classification episodes only). Defaults are the paper's sine setting (9 layers of 300, the
-6th 900; 10 functions × 40 batches of 32; pool of 400; Adam 1e-4, plasticity rate 1e-8, no
-clipping), except --meta_steps.
+on sine episodes the rule needs `feedback=target`, BLUR's regression readout). Defaults are
+the paper's sine setting (9 layers of 300, the 6th 900; 10 functions × 40 batches of 32; pool
+of 400; Adam 1e-4, plasticity rate 1e-8, no clipping), except --meta_steps.
 
 Writes into --out_dir: params.npz (the meta-learned parameters, `FlpParams` leaves by name) or
 genome.json (BLUR), summary.json (`metrics`: the evaluation of `blur_tf.evaluation.episodes` on
@@ -215,12 +215,15 @@ def settings(fv) -> dict:
     if not values["out_dir"]:
         raise ValueError("--out_dir is required")
     if values["learner"] == "blur":
-        if values["episodes"] == "sine":
-            raise ValueError("--learner=blur needs classification episodes (--episodes=omniglot)")
         if values["init_params"] and backprop_init_lr(values["init_params"]) is None:
             resolve_genome_path(values["init_params"])  # ValueError if there is no such genome
         values["rule_overrides"] = parse_rule_overrides(values["rule"])
-        Rule(**values["rule_overrides"])  # a bad combination fails here, before any work
+        rule = Rule(**values["rule_overrides"])  # a bad combination fails here, before any work
+        if (rule.feedback == "target") != (values["episodes"] == "sine"):
+            raise ValueError(
+                "--learner=blur: sine episodes need feedback=target in --rule (a regressor), "
+                "omniglot episodes a class feedback (label or error)"
+            )
     return values
 
 

@@ -306,7 +306,8 @@ def test_flp_train_refuses_bad_flags(tmp_path):
     with pytest.raises(ValueError, match="--init_params"):
         flp_train.build(flp_train.settings(fv))
     for argv, message in (
-        (["--learner=blur"], "classification episodes"),
+        (["--learner=blur"], "sine episodes need feedback=target"),
+        (["--learner=blur", "--episodes=omniglot", "--rule=feedback=target"], "class feedback"),
         (["--learner=blur", "--episodes=omniglot", "--rule=num_states=x"], "num_states"),
         (["--learner=blur", "--episodes=omniglot", "--init_params=/no/genome.json"], "genome"),
     ):

@@ -66,6 +66,37 @@ def test_backprop_genome_equals_sgd_through_unroll(activation):
     assert _max_rel(learned[0][0], synapses[0][0]) > 1e-2
 
 
+def test_backprop_genome_with_target_feedback_equals_sgd_on_squared_error():
+    """Rule(feedback='target') is BLUR's regression readout: with the backprop genome it is
+    SGD on ½·mean (ŷ − y)², real targets."""
+    lr, sizes = 0.1, [SIZES[0], 7, 1]
+    rng = np.random.default_rng(6)
+    xs = tf.constant(rng.normal(size=(4, 16, SIZES[0])).astype(np.float32))
+    ys = tf.constant(rng.normal(size=(4, 16)).astype(np.float32))
+    rule = dataclasses.replace(Rule.backprop("tanh"), feedback="target")
+    net = BlurNetwork(sizes, rule)
+    synapses = net.init_synapses(1, seed=2)
+    mlp = _mlp(sizes, "tanh")
+    for layer, (w, _) in zip(mlp.layers, synapses):
+        layer.set_weights([w[0, :-1, :, 0].numpy(), w[0, -1, :, 0].numpy()])
+    optimizer = keras.optimizers.SGD(lr)
+    for x, y in zip(xs, ys):
+        with tf.GradientTape() as tape:
+            loss = 0.5 * tf.reduce_mean(tf.square(mlp(x)[:, 0] - y))
+        grads = tape.gradient(loss, mlp.trainable_variables)
+        optimizer.apply_gradients(zip(grads, mlp.trainable_variables))
+    learned = net.unroll(Genome.backprop(lr), synapses, (xs, ys), 4)
+    for (w, _), layer in zip(learned, mlp.layers):
+        kernel, bias = layer.get_weights()
+        assert _max_rel(w[0, :-1, :, 0], kernel) < 1e-5
+        assert _max_rel(w[0, -1, :, 0], bias) < 1e-5
+    assert _max_rel(learned[0][0], synapses[0][0]) > 1e-3  # the weights moved
+    with pytest.raises(ValueError, match="output layer must have 1 unit"):
+        BlurNetwork([SIZES[0], 3], rule)
+    with pytest.raises(ValueError, match="targets must have shape"):
+        net.step(Genome.backprop(lr), synapses, xs[0], ys[0][:3])
+
+
 @pytest.mark.parametrize(
     "rule",
     [

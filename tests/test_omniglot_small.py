@@ -297,7 +297,7 @@ def test_blur_and_flp_meta_train_on_online_episodes(manual):
         metrics = evaluate_episodes(problem.network, params, episodes, 4, seed=3)
         assert metrics["error_chance"] == pytest.approx(2 / 3)
         assert 0 <= metrics["error"] <= 1 and len(metrics["error_by_class"]) == 3
-    with pytest.raises(ValueError, match="BLUR networks are classifiers"):
+    with pytest.raises(ValueError, match="a BLUR regressor"):
         from blur_tf.tasks.sine import SineEpisodes  # pylint: disable=g-import-not-at-top
 
         EpisodeProblem(BlurNetwork([11, 4, 1], rule), SineEpisodes())

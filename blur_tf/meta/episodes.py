@@ -33,8 +33,9 @@ class EpisodeProblem:
     """A network on episodes of a fixed order (module doc).
 
     Args:
-      network: an `FlpNetwork` (its `regression` must match the episodes') or a `BlurNetwork`
-        (classification episodes only); input and output sizes must be the episodes'.
+      network: an `FlpNetwork` or a `BlurNetwork` whose `regression` matches the episodes'
+        (a BLUR regressor: `Rule(feedback='target')`); input and output sizes must be the
+        episodes'.
       episodes: the episode source (`SineEpisodes`, `OnlineEpisodes`).
       logit_scale: classification meta-loss on `logit_scale · outputs` (BLUR's outputs are
         tanh-bounded; accuracy is unaffected).
@@ -51,12 +52,16 @@ class EpisodeProblem:
                 f"layer sizes {sizes}: the {episodes.name} episodes need input size "
                 f"{episodes.input_size} and {episodes.output_size} outputs"
             )
-        if getattr(network, "regression", False) != episodes.regression:
+        if network.regression != episodes.regression:
             kind = "regression" if episodes.regression else "classification"
             raise ValueError(
                 f"{kind} episodes need a {type(network).__name__} with "
                 f"regression={episodes.regression}"
-                + (" (BLUR networks are classifiers)" if episodes.regression else "")
+                + (
+                    " (a BLUR regressor: Rule(feedback='target'))"
+                    if isinstance(network, BlurNetwork) and episodes.regression
+                    else ""
+                )
             )
         if not logit_scale > 0:
             raise ValueError(f"logit_scale must be > 0, got {logit_scale}")
