@@ -100,6 +100,14 @@ def test_an_arm_reading_another_arms_output_waits_for_it(tmp_path):
     assert "needs arm good, which failed" in records["child"]["error"]
     assert not os.path.exists(os.path.join(arms_lib.arm_dir(out, "child"), "log.txt"))
 
+    # the child failed; with another command it starts afresh, its failed run set aside
+    messages = []
+    changed = spec_lib.Arm("child", "meta_train", ("--init_genome={arms}/good/other.json",))
+    records = arms_lib.run_arms([changed], out, None, log=messages.append)
+    assert "command changed" in messages[0] and "child.failed" in messages[0]
+    assert os.path.exists(os.path.join(out, "arms", "child.failed", "arm.json"))
+    assert "needs arm good, which failed" in records["child"]["error"]  # rerun, same reason
+
 
 def test_arm_flags_replace_shared_ones(tmp_path):
     spec = _spec(

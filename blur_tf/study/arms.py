@@ -11,7 +11,11 @@ by writing `arm.json` = {status: ok | failed, returncode, error, command, wall_s
 * an arm stopped by a signal (status 128 + signal) writes no arm.json: the next run resumes it
   from its checkpoint. Up to `parallel` launcher arms run at once;
 * an arm whose flags read another arm's folder (`{arms}/NAME`, `Arm.needs`) starts once NAME is
-  `ok`, and is recorded as failed if NAME failed or is neither done nor run in this call.
+  `ok`, and is recorded as failed if NAME failed or is neither done nor run in this call;
+* a failed arm whose command changed starts afresh: its folder is moved to `<name>.failed`
+  (replacing an older one), so the launcher does not refuse the old run's flags. A finished
+  (`ok`) arm keeps its folder: the launcher resumes it where only resumable flags changed
+  (e.g. more meta-steps) and refuses the rest.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -112,10 +117,14 @@ def run_arms(
     pending = []
     for arm in arms:
         cmd = command(arm, out_dir, tfds_manual_dir)
-        if is_done(read_record(out_dir, arm.name), cmd, retry_failed):
-            log(f"arm {arm.name}: reused ({read_record(out_dir, arm.name)['status']})")
-        else:
-            pending.append((arm, cmd))
+        record = read_record(out_dir, arm.name)
+        if is_done(record, cmd, retry_failed):
+            log(f"arm {arm.name}: reused ({record['status']})")
+            continue
+        if record and record["status"] == "failed" and record.get("command") != cmd:
+            moved = set_aside(out_dir, arm.name)
+            log(f"arm {arm.name}: its command changed; the failed run moved to {moved}")
+        pending.append((arm, cmd))
     records = {}
     for arm, cmd in [p for p in pending if p[0].genome is not None]:
         records[arm.name] = _genome_arm(arm, cmd, out_dir)
@@ -158,6 +167,15 @@ def run_arms(
             process.wait()
             log_file.close()
     return records
+
+
+def set_aside(out_dir: str, name: str) -> str:
+    """Moves an arm's folder to `<name>.failed` (replacing an older one); the new path."""
+    folder = arm_dir(out_dir, name)
+    target = folder + ".failed"
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(folder, target)
+    return target
 
 
 def _needs_status(arm: Arm, out_dir: str, queue, running) -> str:
