@@ -18,8 +18,8 @@ from __future__ import annotations
 import tensorflow as tf
 
 from blur_tf.flp import FlpNetwork
-from blur_tf.genome import Genome
 from blur_tf.meta import seeds
+from blur_tf.meta.problem import cross_entropy, random_genome
 from blur_tf.network import BlurNetwork, accuracy
 
 
@@ -79,20 +79,12 @@ class EpisodeProblem:
     def init_synapses(self, population: int, seed: int):
         return self.network.init_synapses(population, seed)
 
-    def initial_params(
-        self, seed: int, population: int, transform_std: float = 0.5, synapse_update: float = 0.05
-    ):
-        """Fresh meta-parameters: `FlpNetwork.initial_params`, or `Genome.random` of the BLUR
-        rule's K (`InnerProblem.initial_params`)."""
+    def initial_params(self, seed: int, population: int, **kwargs):
+        """Fresh meta-parameters: `FlpNetwork.initial_params`, or `problem.random_genome` of
+        the BLUR rule (as `InnerProblem.initial_params`)."""
         if isinstance(self.network, FlpNetwork):
             return self.network.initial_params(population, seed)
-        return Genome.random(
-            self.network.rule.num_states,
-            seed=seed,
-            population=population,
-            transform_std=transform_std,
-            synapse_update=synapse_update,
-        )
+        return random_genome(self.network.rule, seed, population, **kwargs)
 
     def check_params(self, params) -> None:
         if isinstance(self.network, FlpNetwork):
@@ -120,9 +112,7 @@ class EpisodeProblem:
         `logit_scale · outputs`."""
         if self.episodes.regression:
             return mean_squared_error(outputs, targets)
-        return tf.reduce_mean(
-            tf.nn.sparse_softmax_cross_entropy_with_logits(targets, outputs * self.logit_scale), -1
-        )
+        return cross_entropy(outputs * self.logit_scale, targets)
 
     def metric(self, outputs: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
         """Per-network score [P] reported in logs: the query MSE, or the query accuracy."""

@@ -72,6 +72,19 @@ def sample_members(source, seed, population: int, batch_size: int, stream: str):
     )
 
 
+def random_genome(
+    rule: Rule, seed: int, population: int, transform_std: float = 0.5, synapse_update: float = 0.05
+) -> Genome:
+    """`Genome.random` of the rule's K: where meta-training of a BLUR network starts."""
+    return Genome.random(
+        rule.num_states,
+        seed=seed,
+        population=population,
+        transform_std=transform_std,
+        synapse_update=synapse_update,
+    )
+
+
 class InnerProblem:
     """Training tasks + architecture + batch sizes: the data and loss of one meta-step.
 
@@ -139,17 +152,9 @@ class InnerProblem:
     def num_tasks(self) -> int:
         return len(self.tasks)
 
-    def initial_params(
-        self, seed: int, population: int, transform_std: float = 0.5, synapse_update: float = 0.05
-    ) -> Genome:
-        """The meta-parameters meta-training starts from: `Genome.random` of the rule's K."""
-        return Genome.random(
-            self.rule.num_states,
-            seed=seed,
-            population=population,
-            transform_std=transform_std,
-            synapse_update=synapse_update,
-        )
+    def initial_params(self, seed: int, population: int, **kwargs) -> Genome:
+        """The meta-parameters meta-training starts from: `random_genome` of the rule."""
+        return random_genome(self.rule, seed, population, **kwargs)
 
     def check_params(self, genome) -> None:
         """ValueError unless `genome` is a genome for this problem's rule."""
