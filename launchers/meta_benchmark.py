@@ -7,8 +7,9 @@ Default setting: the mnist_curriculum flagfile's (launchers/configs/mnist_curric
 genomes × 2 networks of 100-64-10, K = 4, batch 64, 10×10 MNIST (all digits, 0–4, 5–9) — with
 no validation. Each configuration (estimator × XLA × unroll length T) runs in a fresh subprocess
 (`--nofresh_process`: all in this process, one after the other): one meta-step to compile
-(timed separately) and 2 more, then meta-steps of a `MetaTrainer` timed for about `--seconds` (host
-bookkeeping included), then the memory measurement, then the reference rate.
+(timed separately) and 2 more, then meta-steps of a `MetaTrainer` (host bookkeeping included)
+and the reference inner steps, timed in turn for about `--seconds` each over 3 interleaved
+rounds (medians, so a drift of the machine hits both), then the memory measurement.
 
 Memory, two figures:
 - **process peak**: the subprocess's whole peak RSS (`ru_maxrss`) after its first 3 meta-steps,
@@ -23,7 +24,9 @@ Memory, two figures:
 FLOPs per meta-step count the matmuls and state mixings of every inner step (see
 launchers/benchmark.py: `blur_flops`) × networks × T × 3 (forward, and a backward pass that
 costs about twice the forward), plus one forward per recomputed inner step for the segmented
-estimator (all segments but the last are run twice). Elementwise work is left out. The
+estimator (all segments but the last are run twice): the work of the exact meta-gradient and
+of the checkpointing. The segmented vjp's one-step recomputation (one more forward per inner
+step, blur_tf/meta/estimators.py) is overhead, not counted. Elementwise work is left out. The
 reference **inner GFLOP/s** is the rate of the same networks' T inner steps alone (no tape, the
 same in-graph data sampling and compile option), timed in the same process; the table gives
 the meta-step's GFLOP/s as a share of it.
@@ -41,8 +44,10 @@ Flags are checked before any work; a bad value exits with status 2 and a one-lin
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
+import statistics
 import subprocess
 import sys
 import threading
@@ -53,6 +58,7 @@ from absl import app, flags
 from launchers import exit_with_error, flag_parser, parse_ints
 
 ESTIMATORS = ("full", "segmented")
+TIMING_ROUNDS = 3
 DEFAULT_TASKS = (
     "mnist:crop=20,size=10;mnist:crop=20,size=10,classes=0-4;mnist:crop=20,size=10,classes=5-9"
 )
@@ -88,7 +94,8 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_float(
         "seconds",
         4.0,
-        "Time each configuration for about this long (at least 2 meta-steps).",
+        "Time each configuration's meta-steps, and its inner steps, for about this long "
+        "(at least 2 calls per round).",
         flag_values=fv,
     )
     flags.DEFINE_string(
@@ -119,7 +126,7 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
     )
     flags.DEFINE_integer(
         "malloc_arenas",
-        2,
+        0,
         "glibc malloc arenas of each measuring process (0: glibc's default, 8 per core); "
         "the training launchers' flag of the same name and default.",
         lower_bound=0,
@@ -354,32 +361,40 @@ def scaling(fv) -> str:
     return "\n".join(lines)
 
 
-def inner_gflops(
-    problem, networks: int, length: int, jit: bool, seconds: float, flops_per_step: int
-) -> float:
-    """GFLOP/s of `length` inner steps of `networks` networks (no tape), data sampled in-graph
-    as in the meta-step: the reference rate of the meta-step at the same shape."""
+def inner_unroll(problem, networks: int, length: int, jit: bool):
+    """A callable running `length` inner steps of `networks` networks once (no tape), data
+    sampled in-graph as in the meta-step: the reference of the meta-step at the same shape.
+    Compiled on creation."""
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
     from blur_tf import Genome  # pylint: disable=g-import-not-at-top
 
     genome = Genome.random(problem.rule.num_states, population=networks)
     synapses = problem.init_synapses(networks, seed=0)
+    calls = itertools.count()
 
     @tf.function(jit_compile=jit)
     def unroll(seed):
         _, batch_fn, _ = problem.sample(seed, networks)
         return problem.network.unroll(genome, synapses, batch_fn, length)
 
-    seed = tf.constant([0, 1])
-    tf.nest.map_structure(lambda v: v.numpy(), unroll(seed))  # compile
-    runs, elapsed = 0, 0.0
+    def run():
+        seed = tf.constant([0, next(calls)])
+        tf.nest.map_structure(lambda v: v.numpy(), unroll(seed))
+
+    run()
+    return run
+
+
+def calls_per_second(fn, seconds: float) -> float:
+    """fn() called for about `seconds` (at least twice); calls per second."""
+    calls, elapsed = 0, 0.0
     start = time.perf_counter()
-    while runs < 2 or elapsed < seconds:
-        tf.nest.map_structure(lambda v: v.numpy(), unroll(seed + runs))
-        runs += 1
+    while calls < 2 or elapsed < seconds:
+        fn()
+        calls += 1
         elapsed = time.perf_counter() - start
-    return flops_per_step * networks * length * runs / elapsed / 1e9
+    return calls / elapsed
 
 
 def measure(configs, fv, strategy=None) -> list[Row]:
@@ -425,18 +440,17 @@ def measure(configs, fv, strategy=None) -> list[Row]:
             trainer.step()
         process_mb = peak_rss_mb()
         allocator.set_mmap_threshold(32 << 20)
-        steps, elapsed = 0, 0.0
-        start = time.perf_counter()
-        while steps < 2 or elapsed < fv.seconds:
-            trainer.step()
-            steps += 1
-            elapsed = time.perf_counter() - start
-        rate = steps / elapsed
+        reference_unroll = inner_unroll(problem, networks, config.length, config.xla)
+        rates, inner_rates = [], []
+        for _ in range(TIMING_ROUNDS):  # interleaved, so a drift of the machine hits both
+            rates.append(calls_per_second(trainer.step, fv.seconds / TIMING_ROUNDS))
+            inner_rates.append(calls_per_second(reference_unroll, fv.seconds / TIMING_ROUNDS))
+        rate = statistics.median(rates)
+        reference = statistics.median(inner_rates) * inner * networks * config.length / 1e9
         allocator.set_mmap_threshold(128 << 10)
         with PeakMemory() as memory:
             for _ in range(2):
                 trainer.step()
-        reference = inner_gflops(problem, networks, config.length, config.xla, fv.seconds, inner)
         row = Row(
             config,
             rate,

@@ -192,3 +192,35 @@ def test_truncated_estimator_resumes_bit_identically_after_sigkill(tmp_path):
     )
     for name in a:
         np.testing.assert_array_equal(np.asarray(b[name]), np.asarray(a[name]), err_msg=name)
+
+
+@pytest.mark.slow  # three launcher processes
+def test_segmented_process_peak_does_not_grow_with_the_unroll(tmp_path):
+    """Issue 23's bound as the OS sees it: a whole `meta_train` process at T = 2000 with the
+    segmented estimator (XLA, the default) peaks at most 512 MiB above the same setting at
+    T = 10 with the full estimator, and at most 128 MiB above its own T = 10 run (the 54
+    stored boundaries hold 57 MiB). Storing the synapses at every segment boundary (200 of
+    them) would add 210 MiB, at every inner step 2 GB: 2 networks × 2 × 4 × 129×128 floats."""
+    common = [
+        "--tasks=toy.and",
+        "--layer_sizes=128,128",
+        "--num_states=4",
+        "--population=2",
+        "--meta_batch=1",
+        "--batch_size=16",
+        "--meta_steps=1",
+        "--validate_every=0",
+        "--log_every=1",
+    ]
+    peaks = {}
+    for name, extra in (
+        ("full_10", ["--unroll=constant:10", "--estimator=full"]),
+        ("segmented_10", ["--unroll=constant:10", "--estimator=segmented", "--xla"]),
+        ("segmented_2000", ["--unroll=constant:2000", "--estimator=segmented", "--xla"]),
+    ):
+        result = launch("meta_train", tmp_path / name, common + extra)
+        assert result.returncode == 0, result.stderr[-2000:]
+        summary = json.loads((tmp_path / name / "summary.json").read_text())
+        peaks[name] = summary["peak_rss_mb"]
+    assert peaks["segmented_2000"] - peaks["full_10"] <= 512, peaks
+    assert peaks["segmented_2000"] - peaks["segmented_10"] <= 128, peaks

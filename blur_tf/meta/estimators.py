@@ -153,15 +153,21 @@ class SegmentedUnrollGradient(Estimator):
     `tf.function`, compiled with XLA when `jit_compile`, and every loop is dynamic (changing T
     never retraces). A loop rather than S written-out steps: those (and their gradient) made
     the compiled graphs S times larger, the first meta-step 4× slower and the process peak
-    about 1 GB higher (mnist_curriculum setting, T = 10). With T ≤ S there is one segment and
-    nothing is recomputed.
+    about 1 GB higher (mnist_curriculum setting, T = 10).
+
+    Inside a segment the vjp stores the S states and pulls the adjoint back one step at a
+    time, each step recomputed under a one-step tape (`_segment_vjp`), rather than taping the
+    segment's loop: that tape keeps every step's intermediates in per-iteration stacks, which
+    XLA's CPU backend copies on every iteration and holds in one ~200 MiB buffer (100-64-10,
+    K = 4, 8 networks, S = 10); the step-wise pull-back costs one more forward per step and
+    was 24 % faster with XLA (as fast without) and holds S states instead of S tapes.
 
     Memory: at most `max_boundaries` = B boundaries are stored. When n > B, segments are
     grouped in n_b = ⌈n/R⌉ blocks of R = ⌈n/B⌉ segments (two-level checkpointing): the
     forward sweep stores the synapses at block starts only, and the backward sweep recomputes
     one block's R segment boundaries from its start before walking its segments back. Live
-    synapse copies: n_b + R ≤ B + ⌈n/B⌉ (plus one segment's tape of S steps), for one more
-    forward sweep; n ≤ B (R = 1) is the one-level scheme above, step for step.
+    synapse copies: n_b + R ≤ B + ⌈n/B⌉ (plus one segment's S states and one step's tape),
+    for one more forward sweep; n ≤ B (R = 1) is the one-level scheme above, step for step.
     Every loop runs one iteration at a time (`parallel_iterations=1`): by default TensorFlow
     runs up to ten iterations' data and recomputation ahead and holds their buffers.
 
@@ -202,42 +208,80 @@ class SegmentedUnrollGradient(Estimator):
         )
 
     # ----------------------------------------------------------------------------- pieces
+    def _step(self, genome, state, x, y):
+        """One inner step of the G·M networks: (forwards, backwards) after it."""
+        members = repeat_genome(genome, self.meta_batch)
+        forwards, backwards, _ = self.problem.network.step_channel_major(members, *state, x, y)
+        return forwards, backwards
+
     def _segment(self, genome, state, xs, ys, active):
         """The first `active` of S inner steps on batches xs [S, P, B, n], ys [S, P, B]."""
-        network = self.problem.network
-        members = repeat_genome(genome, self.meta_batch)
-
-        def step(i, state):
-            forwards, backwards, _ = network.step_channel_major(members, *state, xs[i], ys[i])
-            return i + 1, (forwards, backwards)
-
         return tf.while_loop(
             lambda i, _: i < active,
-            step,
+            lambda i, state: (i + 1, self._step(genome, state, xs[i], ys[i])),
             (tf.constant(0), state),
             parallel_iterations=1,
             maximum_iterations=self.segment_length,
         )[1]
 
     def _segment_vjp(self, genome, state, xs, ys, active, adjoint, weight, x_eval, y_eval):
-        """(λ_k, ∂_k, losses [G], state after segment k, accuracy [P]) of segment k (class doc)."""
+        """(λ_k, ∂_k, losses [G], state after segment k, accuracy [P]) of segment k (class doc).
+
+        The segment's `active` states s_0 … s_{a−1} are stored, then the adjoint is pulled
+        back one step at a time, each step recomputed under a one-step tape:
+            λ ← w·∂L/∂s_a + λ_{k+1};  for i = a−1 … 0: (λ, ∂) ← (λ, ∂) + vjp of step_i at s_i.
+        """
         num_genomes = population_of(genome)
         network = self.problem.network
+        zero = tf.UnconnectedGradients.ZERO
+        flat_state = tf.nest.flatten(state)
+
+        def store(i, current, stored):
+            stored = [a.write(i, t) for a, t in zip(stored, tf.nest.flatten(current))]
+            return i + 1, self._step(genome, current, xs[i], ys[i]), stored
+
+        _, out, stored = tf.while_loop(
+            lambda i, *_: i < active,
+            store,
+            (
+                tf.constant(0),
+                state,
+                [
+                    tf.TensorArray(t.dtype, size=self.segment_length, element_shape=t.shape)
+                    for t in flat_state
+                ],
+            ),
+            parallel_iterations=1,
+            maximum_iterations=self.segment_length,
+        )
         with tf.GradientTape() as tape:
-            tape.watch((genome, state))
-            out = self._segment(genome, state, xs, ys, active)
+            tape.watch((genome, out))
             logits = network.predict_channel_major(
                 repeat_genome(genome, self.meta_batch), out[0], x_eval
             )
             losses = per_genome_mean(self.problem.loss(logits, y_eval), num_genomes)
-            objective = weight * tf.reduce_sum(losses) + tf.add_n(
-                [
-                    tf.reduce_sum(o * a)
-                    for o, a in zip(tf.nest.flatten(out), tf.nest.flatten(adjoint))
-                ]
+            objective = weight * tf.reduce_sum(losses)
+        d_genome, d_out = tape.gradient(objective, (genome, out), unconnected_gradients=zero)
+
+        def pull_back(i, d_state, d_genome):
+            current = tf.nest.pack_sequence_as(state, [a.read(i) for a in stored])
+            with tf.GradientTape() as tape:
+                tape.watch((genome, current))
+                after = self._step(genome, current, xs[i], ys[i])
+            d_step, d_state = tape.gradient(
+                tf.nest.flatten(after),
+                (genome, current),
+                output_gradients=tf.nest.flatten(d_state),
+                unconnected_gradients=zero,
             )
-        d_genome, d_state = tape.gradient(
-            objective, (genome, state), unconnected_gradients=tf.UnconnectedGradients.ZERO
+            return i - 1, d_state, tf.nest.map_structure(tf.add, d_genome, d_step)
+
+        _, d_state, d_genome = tf.while_loop(
+            lambda i, *_: i >= 0,
+            pull_back,
+            (active - 1, tf.nest.map_structure(tf.add, d_out, adjoint), d_genome),
+            parallel_iterations=1,
+            maximum_iterations=self.segment_length,
         )
         return d_state, d_genome, losses, out, accuracy(logits, y_eval)
 
