@@ -158,9 +158,10 @@ class SegmentedUnrollGradient(Estimator):
     Inside a segment the vjp stores the S states and pulls the adjoint back one step at a
     time, each step recomputed under a one-step tape (`_segment_vjp`), rather than taping the
     segment's loop: that tape keeps every step's intermediates in per-iteration stacks, which
-    XLA's CPU backend copies on every iteration and holds in one ~200 MiB buffer (100-64-10,
-    K = 4, 8 networks, S = 10); the step-wise pull-back costs one more forward per step and
-    was 24 % faster with XLA (as fast without) and holds S states instead of S tapes.
+    XLA's CPU backend copies on every iteration and holds in one buffer (XLA's memory report of
+    the vjp, memory_check.cfg at T = 10: 216 MiB before, 43 MiB after). The step-wise pull-back
+    costs one more forward per step; with XLA the meta-step still rose from 49–52 % to 63–66 %
+    of the inner steps' rate (`launchers.meta_benchmark`, docs/meta-training.md).
 
     Memory: at most `max_boundaries` = B boundaries are stored. When n > B, segments are
     grouped in n_b = ⌈n/R⌉ blocks of R = ⌈n/B⌉ segments (two-level checkpointing): the
