@@ -65,16 +65,17 @@ genome-mnist-fast: $(VENV)/.installed
 	$(PY) -m launchers.meta_train --flagfile=launchers/configs/mnist_fast_stage2.cfg \
 	  --out_dir=runs/mnist_fast_stage2 --tfds_manual_dir="$(BLUR_TFDS_MANUAL_DIR)"
 
-# genomes/mnist_scratch.json from random genomes (genomes/mnist_scratch.md): the two stages of
-# launchers/configs/mnist_scratch*.cfg, each resumable; SEED=n reruns it from other random
-# genomes (out_dir suffix _seedn). The result is runs/mnist_scratch_stage2$(SUFFIX)/genome.json.
+# genomes/mnist_scratch.json from a random genome (genomes/mnist_scratch.md): CMA-ES
+# (launchers/configs/mnist_scratch_cma.cfg), then the gradient meta-trainer at the 200-step horizon
+# (mnist_scratch_stage2.cfg), each resumable; SEED=n reruns it from another random genome (out_dir
+# suffix _seedn). The result is runs/mnist_scratch_stage2$(SUFFIX)/genome.json.
 SEED ?= 0
 SUFFIX := $(if $(filter 0,$(SEED)),,_seed$(SEED))
 genome-mnist-scratch: $(VENV)/.installed
-	$(PY) -m launchers.meta_train --flagfile=launchers/configs/mnist_scratch.cfg --seed=$(SEED) \
-	  --out_dir=runs/mnist_scratch_stage1$(SUFFIX) --tfds_manual_dir="$(BLUR_TFDS_MANUAL_DIR)"
+	$(PY) -m launchers.cma_train --flagfile=launchers/configs/mnist_scratch_cma.cfg --seed=$(SEED) \
+	  --out_dir=runs/mnist_scratch_cma$(SUFFIX) --tfds_manual_dir="$(BLUR_TFDS_MANUAL_DIR)"
 	$(PY) -m launchers.meta_train --flagfile=launchers/configs/mnist_scratch_stage2.cfg \
-	  --seed=$(SEED) --init_genome=runs/mnist_scratch_stage1$(SUFFIX)/genome.json \
+	  --seed=$(SEED) --init_genome=runs/mnist_scratch_cma$(SUFFIX)/genome.json \
 	  --out_dir=runs/mnist_scratch_stage2$(SUFFIX) --tfds_manual_dir="$(BLUR_TFDS_MANUAL_DIR)"
 
 clean:

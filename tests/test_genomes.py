@@ -75,17 +75,21 @@ def test_mnist_genome_learns_mnist_and_fashion_mnist_in_ten_steps(
     assert all(accuracies[d] >= minimum[d] for d in minimum), accuracies
 
 
-def test_mnist_scratch_was_meta_learned_from_random_genomes():
-    """Its metadata: stage 2 of launchers/configs/mnist_scratch*.cfg (`make genome-mnist-scratch`,
-    any SUFFIX), started from stage 1's output, whose flagfile starts from random genomes
-    (`--init_genome=` empty)."""
+def test_mnist_scratch_was_meta_learned_from_a_random_genome():
+    """Its metadata: stage 2 (launchers/configs/mnist_scratch_stage2.cfg) of `make
+    genome-mnist-scratch`, started from stage 1's output: CMA-ES (mnist_scratch_cma.cfg), whose
+    flagfile starts from a random genome (`--init_genome=` empty)."""
     _, metadata = Genome.load_with_metadata(os.path.join(GENOMES, "mnist_scratch.json"))
     assert re.fullmatch(
-        r"runs/mnist_scratch_stage1[\w-]*/genome\.json", metadata["flags"]["init_genome"]
+        r"runs/mnist_scratch_cma[\w-]*/genome\.json", metadata["flags"]["init_genome"]
     )
     assert "mnist_scratch_stage2.cfg" in metadata["command"]
-    with open(os.path.join(CONFIGS, "mnist_scratch.cfg")) as f:
+    with open(os.path.join(CONFIGS, "mnist_scratch_cma.cfg")) as f:
         assert "--init_genome=\n" in f.read()
+    with open(os.path.join(os.path.dirname(GENOMES), "Makefile")) as f:
+        target = f.read().split("genome-mnist-scratch:")[1].split("\n\n")[0]
+    assert "cma_train --flagfile=launchers/configs/mnist_scratch_cma.cfg" in target
+    assert "--init_genome=runs/mnist_scratch_cma$(SUFFIX)/genome.json" in target
     assert not any(
         "test" in spec or "fashion" in spec
         for key in ("tasks", "validation_tasks")
