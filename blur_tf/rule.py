@@ -168,6 +168,13 @@ def _gate(value: tf.Tensor) -> tf.Tensor:
     return tf.reshape(value, [-1, 1, 1, 1])
 
 
+def _scaled(gate: tf.Tensor, transform: tf.Tensor) -> tf.Tensor:
+    """gate [P] (or a scalar) · transform [P, C, K]: a gate applied to the K×K mixing rather
+    than to the tensor the mixing produces (the same product, one pass less over that tensor
+    and, under a tape, two to three passes less in its gradient)."""
+    return tf.reshape(gate, [-1, 1, 1]) * transform
+
+
 def mix_states(transform: tf.Tensor, states: tf.Tensor) -> tf.Tensor:
     """out[p, c, b, i] = Σ_d transform[p, c, d] · states[p, d, b, i], as one batched matmul.
 
@@ -185,15 +192,46 @@ def with_bias_unit(states: tf.Tensor) -> tf.Tensor:
     return tf.concat([states, ones], axis=-1)
 
 
+def _sum_to(gradient: tf.Tensor, shape: tf.Tensor) -> tf.Tensor:
+    """`gradient` summed over the axes along which a tensor of `shape` was broadcast."""
+    axes, _ = tf.raw_ops.BroadcastGradientArgs(s0=shape, s1=tf.shape(gradient))
+    return tf.reshape(tf.reduce_sum(gradient, axes), shape)
+
+
+@tf.custom_gradient
 def normalize(h: tf.Tensor, gain: tf.Tensor, shift: tf.Tensor) -> tf.Tensor:
     """N(h)[p, c, b, i] = γ[p, c] · (h − mean_b h) / sqrt(var_b h + ε) + β[p, c].
 
     Per-(unit, state) normalization over the batch axis with genome gain γ and shift β [P, K].
+    Computed as (h − mean)·s + β with s = γ/sqrt(var + ε), and differentiated by the closed
+    form of batch normalization, with x̂ = (h − mean)/sqrt(var + ε) and B the batch:
+        ∂β = Σ_{b,i} g,   ∂γ = Σ_{b,i} g·x̂,   ∂h = s·(g − mean_b g − x̂·mean_b(g·x̂)),
+    which needs only h − mean and the per-unit statistics (TensorFlow's generic gradient of
+    the same expression keeps and walks several more tensors of h's size).
     """
     mean, variance = tf.nn.moments(h, axes=[2], keepdims=True)
-    gain = tf.reshape(gain, [tf.shape(gain)[0], -1, 1, 1])
-    shift = tf.reshape(shift, [tf.shape(shift)[0], -1, 1, 1])
-    return (h - mean) * tf.math.rsqrt(variance + NORM_EPSILON) * gain + shift
+    rstd = tf.math.rsqrt(variance + NORM_EPSILON)
+    gain4 = tf.reshape(gain, [tf.shape(gain)[0], -1, 1, 1])
+    scale = rstd * gain4
+    centered = h - mean
+    out = centered * scale + tf.reshape(shift, tf.shape(gain4))
+
+    def gradient(g):
+        batch = tf.cast(tf.shape(h)[2], h.dtype)
+        sum_g = tf.reduce_sum(g, axis=2, keepdims=True)
+        sum_gx = rstd * tf.reduce_sum(g * centered, axis=2, keepdims=True)  # Σ_b g·x̂
+        slope = -scale * rstd * sum_gx / batch  # ∂h = s·g + slope·(h − mean) + offset
+        offset = -scale * sum_g / batch
+        d_h = g * scale + (centered * slope + offset)
+        d_gain = tf.reduce_sum(sum_gx, axis=[2, 3])
+        d_shift = tf.reduce_sum(sum_g, axis=[2, 3])
+        return (
+            _sum_to(d_h, tf.shape(h)),
+            _sum_to(d_gain, tf.shape(gain)),
+            _sum_to(d_shift, tf.shape(shift)),
+        )
+
+    return out, gradient
 
 
 # --------------------------------------------------------------------------------- one step
@@ -213,8 +251,10 @@ def forward(
     (The f·a_{l+1} term of DESIGN §1 vanishes: neurons above the input are zeroed every step.)
     lower a_l [P, K, B, n], forward_synapses W [P, K, n+1, m] → a_{l+1} [P, K, B, m].
     """
-    mixed = mix_states(genome.forward_transform, with_bias_unit(lower))
-    h = _gate(genome.neuron_update) * tf.matmul(mixed, forward_synapses)
+    mixed = mix_states(
+        _scaled(genome.neuron_update, genome.forward_transform), with_bias_unit(lower)
+    )
+    h = tf.matmul(mixed, forward_synapses)
     if rule.normalize_forward and (rule.normalize_output or not is_output):
         h = normalize(h, genome.norm_gain, genome.norm_shift)
     return activate(rule.output_activation if is_output else rule.activation, h)
@@ -254,47 +294,54 @@ def backward(
     With symmetric synapses V = Wᵀ without the bias row, and `synapses` is W [P, K, n+1, m];
     otherwise it is V [P, K, m, n]. lower a_l [P, K, B, n], upper a_{l+1} [P, K, B, m].
     """
-    mixed = mix_states(genome.backward_transform, upper)
+    keep, update = genome.neuron_keep, genome.neuron_update
+    if rule.backward_mode != "additive":  # f·η·a·m: both gates on the message
+        update = keep * update
+    mixed = mix_states(_scaled(update, genome.backward_transform), upper)
     if rule.symmetric:
         message = tf.matmul(mixed, synapses, transpose_b=True)[..., :-1]
     else:
         message = tf.matmul(mixed, synapses)
-    keep, update = _gate(genome.neuron_keep), _gate(genome.neuron_update)
     sigma = rule.backward_activation or rule.activation
     if rule.backward_mode == "multiplicative_state1":
-        h = keep * update * lower[:, 1:2] * message[:, 1:2]
+        h = lower[:, 1:2] * message[:, 1:2]
         if rule.normalize_backward:
             h = normalize(h, genome.norm_gain[:, 1:2], genome.norm_shift[:, 1:2])
         return tf.concat([lower[:, :1], activate(sigma, h), lower[:, 2:]], axis=1)
     if rule.backward_mode == "additive":
-        h = keep * lower + update * message
+        h = _gate(keep) * lower + message
     else:
-        h = keep * update * lower * message
+        h = lower * message
     if rule.normalize_backward:
         h = normalize(h, genome.norm_gain, genome.norm_shift)
     return activate(sigma, h)
 
 
-def hebbian(genome: Genome, pre: tf.Tensor, post: tf.Tensor, channels: int) -> tf.Tensor:
+def hebbian(
+    genome: Genome, pre: tf.Tensor, post: tf.Tensor, channels: int, rate: tf.Tensor | None = None
+) -> tf.Tensor:
     """Step 5's Hebbian term: ΔW[i, j, c] = mean_b Σ_{e,d} pre[b,i,e]·ν̃[e,c]·μ̃[c,d]·post[b,j,d].
 
     pre [P, K, B, n], post [P, K, B, m] → ΔW [P, channels, n, m]; `channels` = 1 computes only
-    channel 0 (single-channel synapses).
+    channel 0 (single-channel synapses). With `rate` [P], returns rate·ΔW (the rate and the
+    1/B of the mean are folded into the post mixing: no pass over ΔW).
     """
+    scale = 1.0 / tf.cast(tf.shape(pre)[2], pre.dtype)
+    scale = scale if rate is None else rate * scale
     pre_mixed = mix_states(tf.linalg.matrix_transpose(genome.synapse_pre)[:, :channels], pre)
-    post_mixed = mix_states(genome.synapse_post[:, :channels], post)
-    batch = tf.cast(tf.shape(pre)[2], pre.dtype)
-    return tf.matmul(pre_mixed, post_mixed, transpose_a=True) / batch
+    post_mixed = mix_states(_scaled(scale, genome.synapse_post[:, :channels]), post)
+    return tf.matmul(pre_mixed, post_mixed, transpose_a=True)
 
 
-def plasticity(genome: Genome, rule: Rule, synapses: tf.Tensor, delta: tf.Tensor) -> tf.Tensor:
-    """Step 5's update: W ← f̃·W + η̃·ΔW [− |ω|·W·Σ_r W_r²] then [α·tanh(W/α)].
+def plasticity(genome: Genome, rule: Rule, synapses: tf.Tensor, update: tf.Tensor) -> tf.Tensor:
+    """Step 5's update: W ← f̃·W + U [− |ω|·W·Σ_r W_r²] then [α·tanh(W/α)], U = η̃·ΔW.
 
-    synapses [P, K, n, m] (pre axis −2); delta [P, K or 1, n, m] (1 = shared by every channel).
+    synapses [P, K, n, m] (pre axis −2); update U [P, K or 1, n, m] (1 = shared by every
+    channel), the Hebbian term already scaled by η̃ (`hebbian(…, rate=genome.synapse_update)`).
     The Oja-like term (paper Eq. 8, first component, learnable multiplier ω) decays each post
     unit's fan-in by its squared norm; saturation bounds every weight by |α|.
     """
-    new = _gate(genome.synapse_keep) * synapses + _gate(genome.synapse_update) * delta
+    new = _gate(genome.synapse_keep) * synapses + update
     if rule.oja:
         fan_in_norm = tf.reduce_sum(tf.square(synapses), axis=-2, keepdims=True)
         new -= tf.abs(_gate(genome.oja_multiplier)) * synapses * fan_in_norm
@@ -318,12 +365,16 @@ def update_synapses(
     pre = a_{l+1}, post = a_l.
     """
     channels = rule.num_states if rule.multichannel else 1
+    rate = genome.synapse_update
     new_forward = plasticity(
-        genome, rule, forward_synapses, hebbian(genome, with_bias_unit(lower), upper, channels)
+        genome,
+        rule,
+        forward_synapses,
+        hebbian(genome, with_bias_unit(lower), upper, channels, rate),
     )
     if rule.symmetric:
         return new_forward, None
     new_backward = plasticity(
-        genome, rule, backward_synapses, hebbian(genome, upper, lower, channels)
+        genome, rule, backward_synapses, hebbian(genome, upper, lower, channels, rate)
     )
     return new_forward, new_backward

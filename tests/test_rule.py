@@ -86,3 +86,32 @@ def test_saturation_and_oja_bound_synapses():
     with_oja = rule_lib.plasticity(g, Rule(oja=True), w, tf.zeros_like(w))
     np.testing.assert_allclose(plain, w)
     np.testing.assert_allclose(with_oja, 2.0 - 0.01 * 2.0 * (4 * 2.0**2), rtol=1e-5)
+
+
+def _textbook_normalize(h, gain, shift):
+    """N(h) as the textbook expression, differentiated by TensorFlow's own gradients."""
+    mean, variance = tf.nn.moments(h, axes=[2], keepdims=True)
+    gain = tf.reshape(gain, [tf.shape(gain)[0], -1, 1, 1])
+    shift = tf.reshape(shift, [tf.shape(shift)[0], -1, 1, 1])
+    return (h - mean) / tf.sqrt(variance + rule_lib.NORM_EPSILON) * gain + shift
+
+
+@pytest.mark.parametrize("h_population,gain_population", [(3, 3), (1, 3), (3, 1)])
+def test_normalize_closed_form_gradient_matches_autodiff(h_population, gain_population):
+    """The closed-form gradient of `normalize` (and its sums over broadcast populations)
+    against TensorFlow's gradient of the textbook expression."""
+    h = tf.random.stateless_normal([h_population, 2, 6, 5], seed=[0, 1]) * 2.0 + 0.5
+    gain = tf.random.stateless_normal([gain_population, 2], seed=[0, 2])
+    shift = tf.random.stateless_normal([gain_population, 2], seed=[0, 3])
+    weights = tf.random.stateless_normal([3, 2, 6, 5], seed=[0, 4])
+    results = []
+    for fn in (rule_lib.normalize, _textbook_normalize):
+        with tf.GradientTape() as tape:
+            tape.watch([h, gain, shift])
+            out = fn(h, gain, shift)
+            loss = tf.reduce_sum(out * weights)
+        results.append([out, *tape.gradient(loss, [h, gain, shift])])
+    for ours, reference in zip(*results):
+        assert ours.shape == reference.shape
+        np.testing.assert_allclose(ours, reference, rtol=1e-4, atol=1e-5)
+    assert np.abs(results[1][1]).max() > 0.1  # a gradient that could differ
